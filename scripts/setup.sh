@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, idempotently: the aarch64 musl target, qemu-user
+# for running aarch64 binaries, and binfmt_misc so an aarch64 test can spawn the aarch64
+# `harmony` binary directly. Safe to run again; does nothing that is already done.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        log "need root for: $*"; return 1; fi
+}
+
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-musl; then
+    log "adding rustup target aarch64-unknown-linux-musl"
+    rustup target add aarch64-unknown-linux-musl
+fi
+for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+        log "adding rustup component $c"
+        rustup component add "$c"
+    fi
+done
+
+if ! command -v qemu-aarch64-static >/dev/null; then
+    log "installing qemu-user-static"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null
+fi
+
+# binfmt_misc: lets a test exec() an aarch64 binary as if it were native.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    log "mounting binfmt_misc"
+    as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+fi
+if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+    if [ -r "$conf" ]; then
+        log "registering qemu-aarch64 with binfmt_misc"
+        as_root sh -c "cat '$conf' > /proc/sys/fs/binfmt_misc/register" || true
+    fi
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    log "WARNING: qemu-aarch64 is not registered with binfmt_misc; aarch64 tests that spawn harmony will fail"
+fi

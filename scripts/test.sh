@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, host tests, then the static aarch64 build and its tests
+# under qemu-aarch64-static (the code that flies is the code that is tested).
+#
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh --host     skip the aarch64 part (quick local loop)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+host_only=false
+[ "${1:-}" = "--host" ] && host_only=true
+
+scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "host tests"
+cargo test --locked
+
+if ! $host_only; then
+    step "static aarch64 build"
+    cargo build --locked --release --target aarch64-unknown-linux-musl
+    file target/aarch64-unknown-linux-musl/release/harmony | tee /dev/stderr | grep -q 'ARM aarch64.*statically linked'
+
+    step "aarch64 tests under qemu-aarch64-static"
+    cargo test --locked --target aarch64-unknown-linux-musl
+fi
+step "all tests passed"

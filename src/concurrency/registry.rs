@@ -1,0 +1,277 @@
+//! The tree's shared directory: every processor's [`Entry`], the named waiting groups, the
+//! stop-all flag and why the tree stopped.
+//!
+//! Runners register their children here when they start them; the control socket, the state
+//! files and the uplink's health report read it. It is written at start and restart only.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use super::flag::Flag;
+use super::signal::Signal;
+use super::state::{Entry, EntrySnapshot, Kind};
+use super::wake::Waker;
+
+/// Why the tree was asked to stop; decides the process's exit code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An operator or the system asked (SIGTERM, `harmony ctl stop`, a ground command).
+    Requested(String),
+    /// A processor asked for stop-all as part of its normal work (e.g. a time limit).
+    Finished(String),
+    /// A processor failed and its runner's policy said stop all.
+    Failure(String),
+}
+
+/// Errors from looking things up in the tree.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LookupError {
+    #[error("no processor or group named '{0}' (see `harmony ctl status`)")]
+    Unknown(String),
+    #[error("processor '{proc}' does not react to signal '{signal}' (it accepts: {accepts})")]
+    NotAccepted {
+        proc: String,
+        signal: String,
+        accepts: String,
+    },
+    #[error("no processor reacts to signal '{0}'")]
+    NoReceiver(String),
+    #[error("mailbox of '{0}' is full; signal dropped")]
+    MailboxFull(String),
+}
+
+/// The shared directory of a processor tree.
+pub struct Registry {
+    entries: RwLock<Vec<Arc<Entry>>>,
+    groups: RwLock<Vec<Flag>>,
+    stop_all: Flag,
+    tree_pause: Flag,
+    reason: Mutex<Option<StopReason>>,
+    changed: AtomicBool,
+    watcher: OnceLock<Arc<Waker>>,
+}
+
+impl Registry {
+    /// A registry whose root runner will use `stop_all` as its stop flag and `tree_pause` as
+    /// the waiting flag every processor watches.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Registry {
+            entries: RwLock::new(Vec::new()),
+            groups: RwLock::new(Vec::new()),
+            stop_all: Flag::new("stop-all"),
+            tree_pause: Flag::new("all"),
+            reason: Mutex::new(None),
+            changed: AtomicBool::new(false),
+            watcher: OnceLock::new(),
+        })
+    }
+
+    /// The flag whose being set stops the whole tree.
+    pub fn stop_all_flag(&self) -> &Flag {
+        &self.stop_all
+    }
+
+    /// The waiting flag shared by the whole tree (SIGUSR1 / SIGUSR2, `ctl pause` with no name).
+    pub fn tree_pause(&self) -> &Flag {
+        &self.tree_pause
+    }
+
+    /// Asks the whole tree to stop. The first reason given is kept.
+    pub fn request_stop_all(&self, reason: StopReason) {
+        {
+            let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        self.stop_all.set();
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop_all.is_set()
+    }
+
+    /// Registers a new processor entry (called by runners as they start children).
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        name: String,
+        path: String,
+        kind: Kind,
+        watch_above: &[Flag],
+        groups: &[Flag],
+        accepts: Vec<String>,
+    ) -> Arc<Entry> {
+        for f in groups {
+            self.add_group(f);
+        }
+        let e = Entry::new(self, name, path, kind, None, watch_above, accepts);
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e.clone());
+        self.notify_changed();
+        e
+    }
+
+    /// Registers the root processor: its stop flag is the stop-all flag and it watches the
+    /// whole tree's waiting flag.
+    pub(crate) fn register_root(
+        self: &Arc<Self>,
+        name: &str,
+        kind: Kind,
+        accepts: Vec<String>,
+    ) -> Arc<Entry> {
+        let e = Entry::new(
+            self,
+            name.to_owned(),
+            name.to_owned(),
+            kind,
+            Some(self.stop_all.clone()),
+            std::slice::from_ref(&self.tree_pause),
+            accepts,
+        );
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e.clone());
+        self.notify_changed();
+        e
+    }
+
+    /// Makes a waiting flag findable by name (`harmony ctl pause GROUP`).
+    pub fn add_group(&self, f: &Flag) {
+        if f.same(&self.tree_pause) {
+            return;
+        }
+        let mut g = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        if !g.iter().any(|x| x.same(f)) {
+            g.push(f.clone());
+        }
+    }
+
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<Entry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|e| e.name == name || e.path == name)
+            .cloned()
+    }
+
+    pub fn group(&self, name: &str) -> Option<Flag> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|f| f.name() == name)
+            .cloned()
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect()
+    }
+
+    /// The pause flag for `target`: a processor's own flag, a named group, or (None / "all")
+    /// the whole tree's.
+    pub fn pause_flag(&self, target: Option<&str>) -> Result<Flag, LookupError> {
+        match target {
+            None | Some("all") => Ok(self.tree_pause.clone()),
+            Some(t) => {
+                if let Some(e) = self.find(t) {
+                    Ok(e.pause.clone())
+                } else if let Some(g) = self.group(t) {
+                    Ok(g)
+                } else {
+                    Err(LookupError::Unknown(t.to_owned()))
+                }
+            }
+        }
+    }
+
+    /// Delivers a named signal to `to`, or to every processor that accepts it.
+    /// Returns the paths it reached.
+    pub fn send_signal(&self, sig: Signal, to: Option<&str>) -> Result<Vec<String>, LookupError> {
+        match to {
+            Some(t) => {
+                let e = self
+                    .find(t)
+                    .ok_or_else(|| LookupError::Unknown(t.to_owned()))?;
+                if !e.accepts(sig.name()) {
+                    return Err(LookupError::NotAccepted {
+                        proc: e.name.clone(),
+                        signal: sig.name().to_owned(),
+                        accepts: if e.accepted().is_empty() {
+                            "none".into()
+                        } else {
+                            e.accepted().join(", ")
+                        },
+                    });
+                }
+                e.deliver(sig)
+                    .map_err(|_| LookupError::MailboxFull(e.name.clone()))?;
+                Ok(vec![e.path.clone()])
+            }
+            None => {
+                let mut reached = Vec::new();
+                let mut full = None;
+                for e in self.entries() {
+                    if e.accepts(sig.name()) && !e.state().is_final() {
+                        match e.deliver(sig.clone()) {
+                            Ok(()) => reached.push(e.path.clone()),
+                            Err(_) => full = Some(e.name.clone()),
+                        }
+                    }
+                }
+                if reached.is_empty() {
+                    return Err(match full {
+                        Some(n) => LookupError::MailboxFull(n),
+                        None => LookupError::NoReceiver(sig.name().to_owned()),
+                    });
+                }
+                Ok(reached)
+            }
+        }
+    }
+
+    /// Snapshots of every entry, in registration (start) order.
+    pub fn snapshot(&self) -> Vec<EntrySnapshot> {
+        self.entries().iter().map(|e| e.snapshot()).collect()
+    }
+
+    /// Sets who is woken when any entry changes (the state-file writer).
+    pub fn set_watcher(&self, w: Arc<Waker>) {
+        let _ = self.watcher.set(w);
+    }
+
+    pub(crate) fn notify_changed(&self) {
+        if !self.changed.swap(true, Ordering::AcqRel)
+            && let Some(w) = self.watcher.get()
+        {
+            w.wake();
+        }
+    }
+
+    /// Whether anything changed since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::AcqRel)
+    }
+}

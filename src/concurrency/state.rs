@@ -1,0 +1,371 @@
+//! What each processor is doing, readable from any thread without locks.
+//!
+//! The seed kept each process's state in a file (`StateInFile`). Here the live state is a set
+//! of atomics in an [`Entry`] per processor; the control module writes them to files in the run
+//! directory and serves them as JSON. Processors and the runner only store atomics and ring the
+//! registry's doorbell, so a state change never does I/O on a sensor thread.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_queue::ArrayQueue;
+use serde::{Deserialize, Serialize};
+
+use super::flag::Flag;
+use super::registry::Registry;
+use super::signal::Signal;
+use super::wake::Waker;
+
+/// Lifecycle of one processor (the states `harmony ctl status` and the state files show).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum ProcState {
+    /// Registered, thread not started yet, or `before` running.
+    Starting = 0,
+    Active = 1,
+    /// Paused by a waiting flag.
+    Waiting = 2,
+    Stopping = 3,
+    Stopped = 4,
+    Failed = 5,
+    /// Failed and waiting for the runner's restart backoff.
+    Restarting = 6,
+}
+
+impl ProcState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Starting,
+            1 => Self::Active,
+            2 => Self::Waiting,
+            3 => Self::Stopping,
+            4 => Self::Stopped,
+            5 => Self::Failed,
+            _ => Self::Restarting,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Active => "active",
+            Self::Waiting => "waiting",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Restarting => "restarting",
+        }
+    }
+
+    /// Stopped or failed: the thread is gone.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Stopped | Self::Failed)
+    }
+}
+
+impl fmt::Display for ProcState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of processor an entry is, for display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Plain,
+    Loop,
+    Runner,
+    Pool,
+}
+
+/// A named counter a processor publishes (records read, drops, reopens ...).
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub name: String,
+    pub value: Arc<AtomicU64>,
+}
+
+/// How many signals a mailbox holds before further ones are refused.
+pub const MAILBOX_CAPACITY: usize = 16;
+
+/// The live, shared record of one processor.
+pub struct Entry {
+    pub name: String,
+    /// Slash-separated names from the root runner down to this processor.
+    pub path: String,
+    pub kind: Kind,
+    state: AtomicU8,
+    since_ms: AtomicU64,
+    restarts: AtomicU32,
+    errors: AtomicU64,
+    note: Mutex<String>,
+    /// Set by the runner to stop this processor (reverse start order).
+    pub stop: Flag,
+    /// This processor's own pause flag (`harmony ctl pause NAME`).
+    pub pause: Flag,
+    /// Every flag whose being set makes this processor wait: its own pause flag, its groups',
+    /// and those of the runners above it.
+    watch: Vec<Flag>,
+    mailbox: ArrayQueue<Signal>,
+    mail_dropped: AtomicU64,
+    accepts: Vec<String>,
+    pub waker: Arc<Waker>,
+    metrics: Mutex<Vec<Metric>>,
+    registry: Weak<Registry>,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("path", &self.path)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Entry {
+    pub(crate) fn new(
+        registry: &Arc<Registry>,
+        name: String,
+        path: String,
+        kind: Kind,
+        stop: Option<Flag>,
+        watch_above: &[Flag],
+        accepts: Vec<String>,
+    ) -> Arc<Self> {
+        let pause = Flag::new(name.clone());
+        let mut watch = vec![pause.clone()];
+        for f in watch_above {
+            if !watch.iter().any(|w| w.same(f)) {
+                watch.push(f.clone());
+            }
+        }
+        let e = Arc::new(Entry {
+            stop: stop.unwrap_or_else(|| Flag::new(format!("{name}.stop"))),
+            pause,
+            watch,
+            name,
+            path,
+            kind,
+            state: AtomicU8::new(ProcState::Starting as u8),
+            since_ms: AtomicU64::new(now_ms()),
+            restarts: AtomicU32::new(0),
+            errors: AtomicU64::new(0),
+            note: Mutex::new(String::new()),
+            mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
+            mail_dropped: AtomicU64::new(0),
+            accepts,
+            waker: Waker::new(),
+            metrics: Mutex::new(Vec::new()),
+            registry: Arc::downgrade(registry),
+        });
+        e.stop.subscribe(&e.waker);
+        for f in &e.watch {
+            f.subscribe(&e.waker);
+        }
+        e
+    }
+
+    pub fn state(&self) -> ProcState {
+        ProcState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Records a state change and tells the state-file writer. No I/O here.
+    pub fn set_state(&self, s: ProcState) {
+        if self.state.swap(s as u8, Ordering::AcqRel) != s as u8 {
+            self.since_ms.store(now_ms(), Ordering::Relaxed);
+            self.mark_dirty();
+        }
+    }
+
+    /// Milliseconds since the Unix epoch of the last state change.
+    pub fn since_ms(&self) -> u64 {
+        self.since_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.mark_dirty();
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn add_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.mark_dirty();
+    }
+
+    /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").
+    pub fn set_note(&self, note: &str) {
+        let mut n = self.note.lock().unwrap_or_else(|e| e.into_inner());
+        if n.as_str() != note {
+            n.clear();
+            n.push_str(note);
+            drop(n);
+            self.mark_dirty();
+        }
+    }
+
+    pub fn note(&self) -> String {
+        self.note.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether any flag this processor watches says "wait".
+    #[inline]
+    pub fn should_wait(&self) -> bool {
+        self.watch.iter().any(Flag::is_set)
+    }
+
+    pub fn watched(&self) -> &[Flag] {
+        &self.watch
+    }
+
+    /// The named signals this processor reacts to.
+    pub fn accepts(&self, name: &str) -> bool {
+        self.accepts.iter().any(|a| a == name || a == "*")
+    }
+
+    pub fn accepted(&self) -> &[String] {
+        &self.accepts
+    }
+
+    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full.
+    pub fn deliver(&self, sig: Signal) -> Result<(), Signal> {
+        match self.mailbox.push(sig) {
+            Ok(()) => {
+                self.waker.wake();
+                Ok(())
+            }
+            Err(s) => {
+                self.mail_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(s)
+            }
+        }
+    }
+
+    /// The next signal in the mailbox, if any.
+    pub fn take_signal(&self) -> Option<Signal> {
+        self.mailbox.pop()
+    }
+
+    pub fn has_mail(&self) -> bool {
+        !self.mailbox.is_empty()
+    }
+
+    /// Publishes a named counter; returns the atomic to update (reuses one of the same name).
+    pub fn metric(&self, name: &str) -> Arc<AtomicU64> {
+        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = m.iter().find(|x| x.name == name) {
+            return x.value.clone();
+        }
+        let v = Arc::new(AtomicU64::new(0));
+        m.push(Metric {
+            name: name.to_owned(),
+            value: v.clone(),
+        });
+        v
+    }
+
+    pub fn metrics(&self) -> Vec<(String, u64)> {
+        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|x| (x.name.clone(), x.value.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub(crate) fn mark_dirty(&self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.notify_changed();
+        }
+    }
+
+    /// A consistent-enough copy for status replies and state files.
+    pub fn snapshot(&self) -> EntrySnapshot {
+        EntrySnapshot {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            kind: self.kind,
+            state: self.state(),
+            since_ms: self.since_ms(),
+            restarts: self.restarts(),
+            errors: self.errors(),
+            paused: self.pause.is_set(),
+            waiting_on: self
+                .watch
+                .iter()
+                .filter(|f| f.is_set())
+                .map(|f| f.name().to_owned())
+                .collect(),
+            note: self.note(),
+            signals: self.accepts.clone(),
+            mail_dropped: self.mail_dropped.load(Ordering::Relaxed),
+            metrics: self.metrics().into_iter().collect(),
+        }
+    }
+}
+
+/// A copy of an [`Entry`] for display, JSON and state files.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EntrySnapshot {
+    pub name: String,
+    pub path: String,
+    pub kind: Kind,
+    pub state: ProcState,
+    pub since_ms: u64,
+    pub restarts: u32,
+    pub errors: u64,
+    pub paused: bool,
+    pub waiting_on: Vec<String>,
+    pub note: String,
+    pub signals: Vec<String>,
+    pub mail_dropped: u64,
+    pub metrics: std::collections::BTreeMap<String, u64>,
+}
+
+impl EntrySnapshot {
+    /// The state file's text: `key=value` lines, for `cat` and shell scripts.
+    pub fn to_state_file(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(256);
+        let _ = writeln!(s, "name={}", self.name);
+        let _ = writeln!(s, "path={}", self.path);
+        let _ = writeln!(s, "kind={}", kind_str(self.kind));
+        let _ = writeln!(s, "state={}", self.state);
+        let _ = writeln!(s, "since={}", crate::timefmt::rfc3339_ms(self.since_ms));
+        let _ = writeln!(s, "restarts={}", self.restarts);
+        let _ = writeln!(s, "errors={}", self.errors);
+        let _ = writeln!(s, "paused={}", self.paused);
+        let _ = writeln!(s, "waiting_on={}", self.waiting_on.join(","));
+        let _ = writeln!(s, "note={}", self.note.replace('\n', " "));
+        for (k, v) in &self.metrics {
+            let _ = writeln!(s, "metric.{k}={v}");
+        }
+        s
+    }
+}
+
+fn kind_str(k: Kind) -> &'static str {
+    match k {
+        Kind::Plain => "plain",
+        Kind::Loop => "loop",
+        Kind::Runner => "runner",
+        Kind::Pool => "pool",
+    }
+}

@@ -1,0 +1,18 @@
+//! Concurrent Harmony: drone firmware for a Raspberry Pi 4b, and the small concurrency framework
+//! it is built from.
+//!
+//! * [`concurrency`]: processors, loops, runners, flags, queues, pools (the framework).
+//! * [`control`]: signals, control socket, state files (how the outside steers the tree).
+//! * [`applog`]: the application log through one queue and one sink thread.
+//! * [`board`]: board files (devices, rates, queue sizes) and their validation.
+//! * [`app`]: the firmware process around a tree.
+
+pub mod app;
+pub mod applog;
+pub mod board;
+pub mod clock;
+pub mod concurrency;
+pub mod control;
+pub mod demo;
+pub mod timefmt;
+pub mod version;

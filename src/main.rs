@@ -1,0 +1,234 @@
+//! `harmony`: the firmware binary. Parses the command line, installs signal handlers before any
+//! thread starts, hands over to the library, and maps the result to an exit code:
+//! 0 stopped as asked, 1 a processor failed, 2 bad usage or configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use harmony::app::{self, AppConfig};
+use harmony::applog::LogSink;
+use harmony::board::Board;
+use harmony::concurrency::{Registry, Runner};
+use harmony::control::client;
+use harmony::control::os_signals::Installed;
+use harmony::control::protocol::Request;
+use harmony::control::server::socket_path;
+use harmony::demo::{self, DemoOptions};
+
+#[derive(Parser)]
+#[command(name = "harmony", version = harmony_version(), about = "Drone firmware for a Raspberry Pi 4b")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+fn harmony_version() -> &'static str {
+    Box::leak(harmony::version::long().into_boxed_str())
+}
+
+#[derive(clap::Args, Clone)]
+struct Where {
+    /// Board file (default: the simulated board built into the binary).
+    #[arg(long, env = "HARMONY_BOARD")]
+    board: Option<PathBuf>,
+    /// Override the board's data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the board's run directory (control socket, state files).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace (default: the board's).
+    #[arg(long)]
+    log_level: Option<log::LevelFilter>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the firmware (default: the simulated board).
+    Run(Where),
+    /// Send a command to the running firmware over its control socket.
+    Ctl {
+        /// Run directory of the firmware (default: $HARMONY_RUN_DIR, then the sim board's).
+        #[arg(long, env = "HARMONY_RUN_DIR")]
+        run_dir: Option<PathBuf>,
+        /// Print the raw JSON reply.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+    /// Run the framework's demo topology (ticking loops, waiting group, worker pools).
+    Demo {
+        #[command(flatten)]
+        at: Where,
+        /// Number of ticking loops.
+        #[arg(long, default_value_t = 4)]
+        loops: usize,
+        /// Tick period in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        period_ms: u64,
+        /// Leave out the worker pools.
+        #[arg(long)]
+        no_pools: bool,
+        /// Start with every loop waiting (paused).
+        #[arg(long)]
+        start_waiting: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Show every processor's state.
+    Status,
+    /// Pause a processor or group (all when omitted).
+    Pause { target: Option<String> },
+    /// Resume a processor or group (all when omitted).
+    Resume { target: Option<String> },
+    /// Stop the firmware.
+    Stop,
+    /// Send a named signal.
+    Signal {
+        name: String,
+        /// Only to this processor.
+        #[arg(long)]
+        to: Option<String>,
+        /// An argument for the signal.
+        #[arg(long)]
+        arg: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    // Signal handlers first, before any thread exists.
+    let signals = match app::install_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harmony: cannot install signal handlers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse();
+    let result = match cli.cmd.unwrap_or(Cmd::Run(Where {
+        board: None,
+        data_dir: None,
+        run_dir: None,
+        log_level: None,
+    })) {
+        Cmd::Run(at) => run_tree(&at, signals, |_board| {
+            Ok(demo::topology(&DemoOptions::default()))
+        }),
+        Cmd::Demo {
+            at,
+            loops,
+            period_ms,
+            no_pools,
+            start_waiting,
+        } => run_tree(&at, signals, |_| {
+            Ok(demo::topology(&DemoOptions {
+                loops,
+                period: Duration::from_millis(period_ms),
+                pools: !no_pools,
+                start_waiting,
+            }))
+        }),
+        Cmd::Ctl {
+            run_dir,
+            json,
+            action,
+        } => ctl(run_dir, json, action),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("harmony: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_board(at: &Where) -> Result<Board> {
+    let mut b = match &at.board {
+        Some(p) => Board::load(p)?,
+        None => Board::sim(),
+    };
+    if let Some(d) = &at.data_dir {
+        b.board.data_dir = d.clone();
+        if at.run_dir.is_none() && at.board.is_none() {
+            b.board.run_dir = d.join("run");
+        }
+    }
+    if let Some(r) = &at.run_dir {
+        b.board.run_dir = r.clone();
+    }
+    Ok(b)
+}
+
+fn run_tree(
+    at: &Where,
+    signals: Installed,
+    build: impl FnOnce(&Board) -> Result<Runner>,
+) -> Result<u8> {
+    let board = load_board(at)?;
+    let level = at
+        .log_level
+        .or_else(|| board.log_level())
+        .unwrap_or(log::LevelFilter::Info);
+    std::fs::create_dir_all(&board.board.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            board.board.data_dir.display()
+        )
+    })?;
+    let log_file = board.board.data_dir.join("harmony.log");
+    let sink = LogSink::install(level, Some(&log_file), true)?;
+    let mut root = build(&board)?.stop_timeout(Duration::from_millis(board.board.stop_timeout_ms));
+    let cfg = AppConfig {
+        board: board.board.name.clone(),
+        run_dir: board.board.run_dir.clone(),
+        socket_group: board.board.socket_group.clone(),
+    };
+    let finished = app::run(&cfg, Registry::new(), &mut root, Some(signals));
+    sink.shutdown();
+    let finished = finished?;
+    Ok(finished.exit_code() as u8)
+}
+
+fn default_run_dir() -> PathBuf {
+    let sim = Board::sim().board.run_dir;
+    if socket_path(&sim).exists() {
+        sim
+    } else {
+        PathBuf::from("/run/harmony")
+    }
+}
+
+fn ctl(run_dir: Option<PathBuf>, json: bool, action: CtlAction) -> Result<u8> {
+    let socket = socket_path(&run_dir.unwrap_or_else(default_run_dir));
+    let req = match action {
+        CtlAction::Status => Request::Status {},
+        CtlAction::Pause { target } => Request::Pause { target },
+        CtlAction::Resume { target } => Request::Resume { target },
+        CtlAction::Stop => Request::Stop {},
+        CtlAction::Signal { name, to, arg } => Request::Signal { name, arg, to },
+    };
+    let reply = client::request(&socket, &req, Duration::from_secs(5))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else if let Some(s) = &reply.status {
+        print!("{}", client::format_status(s));
+    } else if let Some(m) = &reply.message {
+        println!("{m}");
+    }
+    if !reply.ok {
+        if !json {
+            let e = reply.error.unwrap_or_else(|| "request refused".into());
+            eprintln!("harmony ctl: {e}");
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}

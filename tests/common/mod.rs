@@ -1,0 +1,89 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Generous time limits when the tests run under qemu-user (aarch64 target).
+pub fn slow_factor() -> u32 {
+    if cfg!(target_arch = "aarch64") && std::env::var_os("HARMONY_NATIVE").is_none() {
+        5
+    } else {
+        1
+    }
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s) * slow_factor()
+}
+
+pub fn harmony_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_harmony"))
+}
+
+/// `harmony ARGS` with its data under `dir`.
+pub fn harmony(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(harmony_bin());
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("HARMONY_BOARD")
+        .env_remove("HARMONY_RUN_DIR");
+    c
+}
+
+/// Spawns a long-running harmony command with output captured to files in `dir`.
+pub fn spawn_harmony(dir: &Path, args: &[&str]) -> Child {
+    let out = std::fs::File::create(dir.join("stdout.txt")).unwrap();
+    let err = std::fs::File::create(dir.join("stderr.txt")).unwrap();
+    harmony(dir, args)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn harmony")
+}
+
+/// Waits for a child to exit, up to `timeout`; kills it if it does not.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The `state=` value of a processor's state file.
+pub fn state_of(run_dir: &Path, name: &str) -> Option<String> {
+    harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
+        run_dir, name,
+    ))
+    .ok()
+    .and_then(|m| m.get("state").cloned())
+}
+
+pub fn send_signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+pub fn stderr_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
+}

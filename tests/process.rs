@@ -1,0 +1,213 @@
+//! The firmware as a process (issue #2): SIGTERM stops it cleanly within the budget, and the
+//! control socket reaches exactly the processor it names and survives garbage.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal as Sig;
+
+const PROCS: [&str; 8] = [
+    "harmony",
+    "demo-consumers",
+    "demo-producers",
+    "demo-loops",
+    "tick-1",
+    "tick-2",
+    "tick-3",
+    "tick-4",
+];
+
+fn all_active(run: &std::path::Path) -> bool {
+    PROCS
+        .iter()
+        .all(|p| state_of(run, p).as_deref() == Some("active"))
+}
+
+/// Issue #2: a spawned `harmony run` gets SIGTERM and exits 0 within the budget, its state
+/// files saying stopped.
+#[test]
+fn sigterm_stops_harmony_run_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let run = dir.path().join("data/run");
+    assert!(
+        wait_until(secs(10), || all_active(&run)),
+        "never became active: {}",
+        stderr_of(dir.path())
+    );
+    let t0 = Instant::now();
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(3)).expect("exits within the budget");
+    let took = t0.elapsed();
+    assert!(
+        status.success(),
+        "exit {status:?}: {}",
+        stderr_of(dir.path())
+    );
+    assert!(took < secs(2), "stop took {took:?}");
+    for p in PROCS {
+        assert_eq!(state_of(&run, p).as_deref(), Some("stopped"), "{p}");
+    }
+    assert!(!run.join("control.sock").exists(), "socket removed at exit");
+    let log = std::fs::read_to_string(dir.path().join("data/harmony.log")).unwrap();
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
+}
+
+/// Issue #2: SIGUSR1 pauses the whole tree, SIGUSR2 resumes it.
+#[test]
+fn sigusr1_pauses_and_sigusr2_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let run = dir.path().join("data/run");
+    assert!(wait_until(secs(10), || all_active(&run)));
+    send_signal(&child, Sig::SIGUSR1);
+    assert!(wait_until(secs(5), || {
+        ["tick-1", "tick-4", "demo-producers"]
+            .iter()
+            .all(|p| state_of(&run, p).as_deref() == Some("waiting"))
+    }));
+    send_signal(&child, Sig::SIGUSR2);
+    assert!(wait_until(secs(5), || all_active(&run)));
+    send_signal(&child, Sig::SIGTERM);
+    assert!(wait_exit(&mut child, secs(3)).unwrap().success());
+}
+
+fn ctl(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let mut a = vec!["ctl", "--run-dir", "data/run"];
+    a.extend_from_slice(args);
+    let o = harmony(dir, &a).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn pings(dir: &std::path::Path, proc_name: &str) -> u64 {
+    let (ok, out, err) = ctl(dir, &["--json", "status"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["status"]["processors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == proc_name)
+        .and_then(|p| p["metrics"]["pings"].as_u64())
+        .unwrap_or(0)
+}
+
+fn raw_request(sock: &std::path::Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Issue #2: a named signal sent with `harmony ctl` reaches exactly the processor it names;
+/// garbage written to the socket gets an error reply and the firmware keeps running.
+#[test]
+fn ctl_signal_reaches_exactly_the_named_processor_and_garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = spawn_harmony(d, &["run", "--data-dir", "data"]);
+    let run = d.join("data/run");
+    assert!(wait_until(secs(10), || all_active(&run)));
+
+    let (ok, out, err) = ctl(d, &["signal", "ping", "--to", "tick-3"]);
+    assert!(ok, "{out}{err}");
+    assert!(wait_until(secs(5), || pings(d, "tick-3") == 1));
+    for other in ["tick-1", "tick-2", "tick-4"] {
+        assert_eq!(pings(d, other), 0, "{other} must not get tick-3's signal");
+    }
+
+    // Unknown processor, a processor that does not accept the signal, a bad name.
+    let (ok, _, err) = ctl(d, &["signal", "ping", "--to", "nobody"]);
+    assert!(
+        !ok && err.contains("no processor or group named 'nobody'"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl(d, &["signal", "ping", "--to", "demo-loops"]);
+    assert!(!ok && err.contains("does not react"), "{err}");
+    let (ok, _, err) = ctl(d, &["signal", "Bad Name!"]);
+    assert!(!ok && err.contains("bad signal"), "{err}");
+
+    // Garbage on the socket.
+    let sock = run.join("control.sock");
+    for junk in [
+        &b"garbage\n"[..],
+        b"{\"cmd\":\"explode\"}\n",
+        b"\xff\xfe\x00\x01\n",
+        b"{\"cmd\":\"pause\",\"target\":42}\n",
+        b"",
+    ] {
+        let reply = raw_request(&sock, junk);
+        let v: serde_json::Value = serde_json::from_str(reply.trim())
+            .unwrap_or_else(|e| panic!("reply to {junk:?} is JSON ({e}): {reply:?}"));
+        assert_eq!(v["ok"], false, "{reply}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let big = vec![b'x'; 70_000];
+    let reply = raw_request(&sock, &big);
+    assert!(reply.contains("longer than"), "{reply}");
+
+    // Still running and answering; pause/resume by name works.
+    let (ok, out, _) = ctl(d, &["status"]);
+    assert!(ok && out.contains("tick-3"), "{out}");
+    let (ok, _, _) = ctl(d, &["pause", "tick-2"]);
+    assert!(ok);
+    assert!(wait_until(secs(5), || state_of(&run, "tick-2").as_deref()
+        == Some("waiting")));
+    assert_eq!(state_of(&run, "tick-1").as_deref(), Some("active"));
+    let (ok, _, _) = ctl(d, &["resume", "tick-2"]);
+    assert!(ok);
+    assert!(wait_until(secs(5), || state_of(&run, "tick-2").as_deref()
+        == Some("active")));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "firmware still running"
+    );
+
+    let (ok, out, _) = ctl(d, &["stop"]);
+    assert!(ok && out.contains("stopping"));
+    let status = wait_exit(&mut child, secs(5)).expect("stops after ctl stop");
+    assert!(status.success());
+}
+
+/// Issue #2: the control socket and run directory are private to the service user.
+#[test]
+fn control_socket_is_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let run = dir.path().join("data/run");
+    let sock = run.join("control.sock");
+    assert!(wait_until(secs(10), || sock.exists()));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    send_signal(&child, Sig::SIGTERM);
+    assert!(wait_exit(&mut child, secs(3)).unwrap().success());
+}
+
+/// Issue #2: a second SIGTERM exits at once, even if the tree were slow to stop.
+#[test]
+fn second_sigterm_exits_immediately() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let run = dir.path().join("data/run");
+    assert!(wait_until(secs(10), || all_active(&run)));
+    send_signal(&child, Sig::SIGTERM);
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(3)).expect("exits");
+    // Either the first stop already finished (0) or the second one cut it short (128+15).
+    assert!(matches!(status.code(), Some(0) | Some(143)), "{status:?}");
+    let _ = Duration::ZERO;
+}
