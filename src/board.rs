@@ -63,6 +63,197 @@ fn default_stop_timeout_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct Board {
     pub board: BoardSection,
+    pub gps: Option<GpsSection>,
+    pub rangefinder: Option<RangeSection>,
+    pub can: Option<CanSection>,
+    #[serde(default)]
+    pub queues: QueueSection,
+}
+
+/// `baud = 9600` or `baud = "auto"`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum BaudSetting {
+    Rate(u32),
+    Word(BaudWord),
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BaudWord {
+    Auto,
+}
+
+/// The GPS receiver on a UART.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpsSection {
+    /// The UART, e.g. `/dev/serial0`; not needed with `[gps.sim]`.
+    pub device: Option<PathBuf>,
+    /// A rate, or `"auto"` to hunt like gpsd.
+    #[serde(default = "default_baud")]
+    pub baud: BaudSetting,
+    /// Simulated receiver: a capture written into a pseudo-terminal.
+    pub sim: Option<GpsSimSection>,
+}
+
+fn default_baud() -> BaudSetting {
+    BaudSetting::Rate(9600)
+}
+
+/// `[gps.sim]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpsSimSection {
+    /// `builtin:NAME` or a path to an NMEA capture.
+    pub capture: String,
+    #[serde(default = "one")]
+    pub speed: f64,
+    #[serde(default = "yes", rename = "loop")]
+    pub looped: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which rangefinder.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum RangeModel {
+    #[serde(rename = "lidar-lite-v3")]
+    LidarLiteV3,
+    #[serde(rename = "tf-luna")]
+    TfLuna,
+    #[serde(rename = "lidar-lite-v3-pwm")]
+    LidarLiteV3Pwm,
+}
+
+impl RangeModel {
+    pub fn max_rate_hz(self) -> u32 {
+        match self {
+            RangeModel::LidarLiteV3 | RangeModel::LidarLiteV3Pwm => {
+                crate::drivers::lidarlite::MAX_RATE_HZ
+            }
+            RangeModel::TfLuna => crate::drivers::tfluna::MAX_RATE_HZ,
+        }
+    }
+
+    pub fn default_address(self) -> u8 {
+        match self {
+            RangeModel::TfLuna => crate::drivers::tfluna::DEFAULT_ADDRESS,
+            _ => crate::drivers::lidarlite::DEFAULT_ADDRESS,
+        }
+    }
+}
+
+/// The rangefinder on I2C or GPIO.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSection {
+    pub model: RangeModel,
+    #[serde(default = "default_i2c_bus")]
+    pub i2c_bus: u8,
+    pub address: Option<u8>,
+    #[serde(default = "default_range_rate")]
+    pub rate_hz: u32,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// BCM pin of the LIDAR-Lite mode pin (PWM model).
+    pub pwm_pin: Option<u8>,
+    /// BCM pin held low to make the LIDAR-Lite measure continuously (PWM model).
+    pub trigger_pin: Option<u8>,
+    /// Simulated sensor on a simulated bus.
+    pub sim: Option<RangeSimSection>,
+}
+
+fn default_i2c_bus() -> u8 {
+    1
+}
+
+fn default_range_rate() -> u32 {
+    100
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+/// `[rangefinder.sim]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSimSection {}
+
+/// The flight controller's CAN bus.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanSection {
+    #[serde(default = "default_iface")]
+    pub interface: String,
+    /// Bus bitrate (used when the image brings the interface up).
+    #[serde(default = "default_bitrate")]
+    pub bitrate: u32,
+    /// Raw IDs forwarded to the radio as CAN_FRAME.
+    #[serde(default)]
+    pub uplink_ids: Vec<u32>,
+    /// DroneCAN node ID of the flight controller (its NodeStatus is reported to the ground).
+    #[serde(default)]
+    pub flight_controller_node: Option<u8>,
+    /// Replay a capture instead of opening the interface.
+    pub replay: Option<CanReplaySection>,
+}
+
+fn default_iface() -> String {
+    "can0".into()
+}
+
+fn default_bitrate() -> u32 {
+    1_000_000
+}
+
+/// `[can.replay]`: exactly one of `speed`, `fps`, `fast`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanReplaySection {
+    /// `builtin:NAME` or a path to a candump log.
+    pub capture: String,
+    pub speed: Option<f64>,
+    pub fps: Option<f64>,
+    #[serde(default)]
+    pub fast: bool,
+    #[serde(default = "yes", rename = "loop")]
+    pub looped: bool,
+}
+
+/// Queue capacities in records. Defaults hold at least 2 s of each source's worst case.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub gps_logger: Option<usize>,
+    pub gps_uplink: Option<usize>,
+    pub range_logger: Option<usize>,
+    pub range_uplink: Option<usize>,
+    pub can_logger: Option<usize>,
+    pub can_uplink: Option<usize>,
+}
+
+/// Worst-case CAN rate: a saturated 1 Mbit/s bus of short frames.
+pub const CAN_WORST_FPS: usize = 16_000;
+/// Worst-case NMEA rate: 115200 baud of ~40-byte sentences, plus the fixes made from them.
+pub const GPS_WORST_PER_S: usize = 300;
+
+/// Capacities after defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSizes {
+    pub gps_logger: usize,
+    pub gps_uplink: usize,
+    pub range_logger: usize,
+    pub range_uplink: usize,
+    pub can_logger: usize,
+    pub can_uplink: usize,
 }
 
 impl Board {
@@ -115,12 +306,217 @@ impl Board {
                 format!("{} is outside 1..=60000", self.board.stop_timeout_ms),
             ));
         }
+        if let Some(g) = &self.gps {
+            match g.baud {
+                BaudSetting::Rate(r) if crate::drivers::serial::baud_rate(r).is_none() => {
+                    return Err(bad(
+                        "gps.baud",
+                        format!(
+                            "{r} is not one of {:?} or \"auto\"",
+                            crate::drivers::serial::HUNT_RATES
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            match &g.sim {
+                Some(sim) => {
+                    check_capture(&sim.capture).map_err(|m| bad("gps.sim.capture", m))?;
+                    if !(sim.speed > 0.0 && sim.speed <= 1000.0) {
+                        return Err(bad(
+                            "gps.sim.speed",
+                            format!("{} is outside (0, 1000]", sim.speed),
+                        ));
+                    }
+                }
+                None => match &g.device {
+                    None => {
+                        return Err(bad(
+                            "gps.device",
+                            "missing (give the UART, e.g. /dev/serial0, or add [gps.sim])".into(),
+                        ));
+                    }
+                    // The device itself may come and go (a USB receiver), its directory not.
+                    Some(d) => {
+                        if let Some(parent) = d.parent()
+                            && !parent.as_os_str().is_empty()
+                            && !parent.is_dir()
+                        {
+                            return Err(bad(
+                                "gps.device",
+                                format!("directory {} does not exist", parent.display()),
+                            ));
+                        }
+                    }
+                },
+            }
+        }
+        if let Some(r) = &self.rangefinder {
+            let max = r.model.max_rate_hz();
+            if r.rate_hz == 0 || r.rate_hz > max {
+                return Err(bad(
+                    "rangefinder.rate_hz",
+                    format!("{} is outside 1..={max} (the sensor's maximum)", r.rate_hz),
+                ));
+            }
+            if let Some(a) = r.address
+                && !(0x08..=0x77).contains(&a)
+            {
+                return Err(bad(
+                    "rangefinder.address",
+                    format!("0x{a:02x} is not a 7-bit device address (0x08..=0x77)"),
+                ));
+            }
+            if r.retries > 10 {
+                return Err(bad(
+                    "rangefinder.retries",
+                    format!("{} is more than 10", r.retries),
+                ));
+            }
+            if r.model == RangeModel::LidarLiteV3Pwm {
+                if r.sim.is_some() {
+                    return Err(bad(
+                        "rangefinder.sim",
+                        "the PWM model cannot be simulated; use lidar-lite-v3".into(),
+                    ));
+                }
+                if r.pwm_pin.is_none() {
+                    return Err(bad(
+                        "rangefinder.pwm_pin",
+                        "missing (required by lidar-lite-v3-pwm)".into(),
+                    ));
+                }
+            }
+            for (f, p) in [
+                ("rangefinder.pwm_pin", r.pwm_pin),
+                ("rangefinder.trigger_pin", r.trigger_pin),
+            ] {
+                if let Some(p) = p
+                    && p > 27
+                {
+                    return Err(bad(
+                        f,
+                        format!("{p} is not a BCM GPIO of the Pi header (0..=27)"),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &self.can {
+            if c.interface.is_empty() || c.interface.len() > 15 {
+                return Err(bad(
+                    "can.interface",
+                    format!("'{}' must be 1 to 15 characters", c.interface),
+                ));
+            }
+            if !(10_000..=1_000_000).contains(&c.bitrate) {
+                return Err(bad(
+                    "can.bitrate",
+                    format!("{} is outside 10000..=1000000", c.bitrate),
+                ));
+            }
+            if let Some(id) = c.uplink_ids.iter().find(|&&i| i > 0x1FFF_FFFF) {
+                return Err(bad(
+                    "can.uplink_ids",
+                    format!("0x{id:x} is wider than 29 bits"),
+                ));
+            }
+            if let Some(n) = c.flight_controller_node
+                && !(1..=127).contains(&n)
+            {
+                return Err(bad(
+                    "can.flight_controller_node",
+                    format!("{n} is outside 1..=127"),
+                ));
+            }
+            if let Some(r) = &c.replay {
+                check_capture(&r.capture).map_err(|m| bad("can.replay.capture", m))?;
+                let modes = r.speed.is_some() as u8 + r.fps.is_some() as u8 + r.fast as u8;
+                if modes > 1 {
+                    return Err(bad(
+                        "can.replay",
+                        "give only one of speed, fps, fast".into(),
+                    ));
+                }
+                if let Some(s) = r.speed
+                    && !(s > 0.0 && s <= 10_000.0)
+                {
+                    return Err(bad(
+                        "can.replay.speed",
+                        format!("{s} is outside (0, 10000]"),
+                    ));
+                }
+                if let Some(f) = r.fps
+                    && !(f > 0.0 && f <= 1_000_000.0)
+                {
+                    return Err(bad(
+                        "can.replay.fps",
+                        format!("{f} is outside (0, 1000000]"),
+                    ));
+                }
+            }
+        }
+        let q = &self.queues;
+        for (f, v) in [
+            ("queues.gps_logger", q.gps_logger),
+            ("queues.gps_uplink", q.gps_uplink),
+            ("queues.range_logger", q.range_logger),
+            ("queues.range_uplink", q.range_uplink),
+            ("queues.can_logger", q.can_logger),
+            ("queues.can_uplink", q.can_uplink),
+        ] {
+            if let Some(v) = v
+                && !(16..=1 << 22).contains(&v)
+            {
+                return Err(bad(f, format!("{v} is outside 16..=4194304")));
+            }
+        }
         Ok(())
+    }
+
+    /// Queue capacities with defaults: 2 s of each source's worst case (SD cards stall).
+    pub fn queue_sizes(&self) -> QueueSizes {
+        let q = &self.queues;
+        let range_rate = self
+            .rangefinder
+            .as_ref()
+            .map_or(100, |r| r.rate_hz as usize);
+        QueueSizes {
+            gps_logger: q
+                .gps_logger
+                .unwrap_or((2 * GPS_WORST_PER_S).next_power_of_two()),
+            gps_uplink: q.gps_uplink.unwrap_or(64),
+            range_logger: q
+                .range_logger
+                .unwrap_or((2 * range_rate).max(64).next_power_of_two()),
+            range_uplink: q
+                .range_uplink
+                .unwrap_or((range_rate / 2).max(64).next_power_of_two()),
+            can_logger: q
+                .can_logger
+                .unwrap_or((2 * CAN_WORST_FPS).next_power_of_two()),
+            can_uplink: q.can_uplink.unwrap_or(1024),
+        }
     }
 
     pub fn log_level(&self) -> Option<log::LevelFilter> {
         self.board.log_level.parse().ok()
     }
+}
+
+/// Checks a capture reference: `builtin:NAME` or a readable file.
+fn check_capture(c: &str) -> Result<(), String> {
+    if let Some(name) = c.strip_prefix("builtin:") {
+        return match crate::sim::builtin(name) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "no built-in capture '{name}' (built in: {})",
+                crate::sim::BUILTIN_NAMES.join(", ")
+            )),
+        };
+    }
+    std::fs::metadata(c)
+        .map(|_| ())
+        .map_err(|e| format!("cannot read '{c}': {e}"))
 }
 
 #[cfg(test)]

@@ -118,8 +118,8 @@ fn main() -> ExitCode {
         run_dir: None,
         log_level: None,
     })) {
-        Cmd::Run(at) => run_tree(&at, signals, |_board| {
-            Ok(demo::topology(&DemoOptions::default()))
+        Cmd::Run(at) => run_tree(&at, signals, |board| {
+            Ok(harmony::topology::build(board)?.root)
         }),
         Cmd::Demo {
             at,

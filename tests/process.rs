@@ -1,4 +1,4 @@
-//! The firmware as a process (issue #2): SIGTERM stops it cleanly within the budget, and the
+//! The framework as a process (issue #2, `harmony demo`): SIGTERM stops it cleanly within the budget, and the
 //! control socket reaches exactly the processor it names and survives garbage.
 
 mod common;
@@ -27,12 +27,12 @@ fn all_active(run: &std::path::Path) -> bool {
         .all(|p| state_of(run, p).as_deref() == Some("active"))
 }
 
-/// Issue #2: a spawned `harmony run` gets SIGTERM and exits 0 within the budget, its state
+/// Issue #2: a spawned `harmony demo` gets SIGTERM and exits 0 within the budget, its state
 /// files saying stopped.
 #[test]
 fn sigterm_stops_harmony_run_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let mut child = spawn_harmony(dir.path(), &["demo", "--data-dir", "data"]);
     let run = dir.path().join("data/run");
     assert!(
         wait_until(secs(10), || all_active(&run)),
@@ -61,7 +61,7 @@ fn sigterm_stops_harmony_run_cleanly() {
 #[test]
 fn sigusr1_pauses_and_sigusr2_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let mut child = spawn_harmony(dir.path(), &["demo", "--data-dir", "data"]);
     let run = dir.path().join("data/run");
     assert!(wait_until(secs(10), || all_active(&run)));
     send_signal(&child, Sig::SIGUSR1);
@@ -116,7 +116,7 @@ fn raw_request(sock: &std::path::Path, bytes: &[u8]) -> String {
 fn ctl_signal_reaches_exactly_the_named_processor_and_garbage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut child = spawn_harmony(d, &["run", "--data-dir", "data"]);
+    let mut child = spawn_harmony(d, &["demo", "--data-dir", "data"]);
     let run = d.join("data/run");
     assert!(wait_until(secs(10), || all_active(&run)));
 
@@ -185,7 +185,7 @@ fn ctl_signal_reaches_exactly_the_named_processor_and_garbage_is_refused() {
 fn control_socket_is_mode_0600() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let mut child = spawn_harmony(dir.path(), &["demo", "--data-dir", "data"]);
     let run = dir.path().join("data/run");
     let sock = run.join("control.sock");
     assert!(wait_until(secs(10), || sock.exists()));
@@ -201,7 +201,7 @@ fn control_socket_is_mode_0600() {
 #[test]
 fn second_sigterm_exits_immediately() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_harmony(dir.path(), &["run", "--data-dir", "data"]);
+    let mut child = spawn_harmony(dir.path(), &["demo", "--data-dir", "data"]);
     let run = dir.path().join("data/run");
     assert!(wait_until(secs(10), || all_active(&run)));
     send_signal(&child, Sig::SIGTERM);

@@ -294,24 +294,21 @@ impl<L: Loop> Processor for LoopProcessor<L> {
                     }
                 }
             };
-            let tick = self.cfg.period.map(|p| {
-                next_tick += p;
-                let now = Instant::now();
-                if next_tick < now {
-                    // Overran at least one tick: skip the missed ones instead of bursting.
-                    if let Some(o) = &overruns {
-                        o.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let missed = (now - next_tick).as_nanos() / p.as_nanos().max(1) + 1;
-                    next_tick += p * missed as u32;
+            pending = match step {
+                Step::Continue => match self.cfg.period {
+                    Some(p) => Pending::Tick(advance(&mut next_tick, p, overruns.as_deref())),
+                    None => Pending::None,
+                },
+                Step::Idle => Pending::Idle(
+                    self.cfg
+                        .period
+                        .map(|p| advance(&mut next_tick, p, overruns.as_deref())),
+                ),
+                Step::IdleUntil(d) => {
+                    // The schedule continues from the deadline, not from missed ticks.
+                    next_tick = d;
+                    Pending::Idle(Some(d))
                 }
-                next_tick
-            });
-            pending = match (step, tick) {
-                (Step::Continue, Some(t)) => Pending::Tick(t),
-                (Step::Continue, None) => Pending::None,
-                (Step::Idle, t) => Pending::Idle(t),
-                (Step::IdleUntil(d), t) => Pending::Idle(Some(t.map_or(d, |t| t.min(d)))),
             };
         }
         Ok(())
@@ -320,6 +317,24 @@ impl<L: Loop> Processor for LoopProcessor<L> {
     fn after(&mut self, ctx: &Context) -> Result<(), BoxError> {
         self.inner.after(ctx)
     }
+}
+
+/// The next fixed-rate tick after `next`; skips (and counts) ticks already missed.
+fn advance(
+    next: &mut Instant,
+    p: Duration,
+    overruns: Option<&std::sync::atomic::AtomicU64>,
+) -> Instant {
+    *next += p;
+    let now = Instant::now();
+    if *next < now {
+        if let Some(o) = overruns {
+            o.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let missed = (now - *next).as_nanos() / p.as_nanos().max(1) + 1;
+        *next += p * missed as u32;
+    }
+    *next
 }
 
 /// A loop built from a closure, for small processors and tests.

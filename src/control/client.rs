@@ -66,19 +66,28 @@ pub fn format_status(s: &Status) -> String {
         "{:<34} {:<7} {:<10} {:>8} {:>7}  note",
         "processor", "kind", "state", "restarts", "errors"
     );
-    for p in &s.processors {
-        let depth = p.path.matches('/').count();
-        let name = format!("{}{}", "  ".repeat(depth), p.name);
-        let kind = serde_json::to_value(p.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{:<34} {:<7} {:<10} {:>8} {:>7}  {}",
-            name, kind, p.state, p.restarts, p.errors, p.note
-        );
+    // Depth-first from the root, children in start order.
+    fn walk(out: &mut String, all: &[crate::concurrency::EntrySnapshot], parent: Option<&str>) {
+        use std::fmt::Write as _;
+        for p in all.iter().filter(|p| {
+            let up = p.path.rsplit_once('/').map(|(a, _)| a);
+            up == parent
+        }) {
+            let depth = p.path.matches('/').count();
+            let name = format!("{}{}", "  ".repeat(depth), p.name);
+            let kind = serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:<34} {:<7} {:<10} {:>8} {:>7}  {}",
+                name, kind, p.state, p.restarts, p.errors, p.note
+            );
+            walk(out, all, Some(&p.path));
+        }
     }
+    walk(&mut out, &s.processors, None);
     if !s.groups.is_empty() {
         let g: Vec<String> = s
             .groups

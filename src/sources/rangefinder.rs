@@ -1,0 +1,193 @@
+//! The rangefinder source: one reading per tick at the board's rate.
+//!
+//! The device (a driver on the Pi's I2C bus, the PWM reader, or a driver on the simulated bus)
+//! comes from an `open` function, so reconnecting is the same as connecting. A NACK or a
+//! timeout is retried at once (up to `retries` times), counted by kind and shown in the state
+//! note; it is never fatal. When the sensor stops answering for a while (unplugged), the
+//! source drops it and tries to open and initialise it again every 2 s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::Reopen;
+use crate::clock::Stamp;
+use crate::concurrency::{BoxError, Context, Loop, Producer, Step};
+use crate::drivers::{FaultKind, RangeError, Rangefinder};
+use crate::records::RangeRecord;
+
+/// Opens (connects to) the rangefinder.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Rangefinder>, RangeError> + Send>;
+
+/// Settings of the rangefinder source.
+pub struct RangeConfig {
+    pub name: String,
+    pub rate_hz: u32,
+    /// Immediate retries of a failed measurement.
+    pub retries: u32,
+    /// Failed ticks in a row after which the sensor counts as gone.
+    pub give_up_after: u32,
+}
+
+struct Metrics {
+    readings: Arc<AtomicU64>,
+    nacks: Arc<AtomicU64>,
+    timeouts: Arc<AtomicU64>,
+    bus_errors: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
+    failed_ticks: Arc<AtomicU64>,
+    reopens: Arc<AtomicU64>,
+}
+
+/// The rangefinder source loop (run it with `LoopConfig::every(1 / rate)`).
+pub struct RangeSource {
+    cfg: RangeConfig,
+    open: Opener,
+    dev: Option<Box<dyn Rangefinder>>,
+    reopen: Reopen,
+    failing: u32,
+    to_logger: Producer<RangeRecord>,
+    to_uplink: Producer<RangeRecord>,
+    metrics: Option<Metrics>,
+}
+
+impl RangeSource {
+    pub fn new(
+        cfg: RangeConfig,
+        open: Opener,
+        to_logger: Producer<RangeRecord>,
+        to_uplink: Producer<RangeRecord>,
+    ) -> Self {
+        RangeSource {
+            cfg,
+            open,
+            dev: None,
+            reopen: Reopen::default(),
+            failing: 0,
+            to_logger,
+            to_uplink,
+            metrics: None,
+        }
+    }
+
+    fn count(&self, e: &RangeError) {
+        if let Some(m) = &self.metrics {
+            match e.kind {
+                FaultKind::Nack => &m.nacks,
+                FaultKind::Timeout => &m.timeouts,
+                FaultKind::Bus => &m.bus_errors,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn connect(&mut self, ctx: &Context, now: Instant) -> Step {
+        self.reopen.attempted(now);
+        let res = (self.open)().and_then(|mut d| {
+            let rate = self.cfg.rate_hz.min(d.max_rate_hz());
+            d.init(rate).map(|()| d)
+        });
+        match res {
+            Ok(d) => {
+                log::info!("{}: {} answering", ctx.path(), d.model());
+                ctx.set_note(&format!("{} at {} Hz", d.model(), self.cfg.rate_hz));
+                self.reopen.succeeded();
+                self.failing = 0;
+                self.dev = Some(d);
+                Step::Continue
+            }
+            Err(e) => {
+                self.count(&e);
+                if self.reopen.failed() {
+                    log::warn!("{}: {e}; retrying every 2 s", ctx.path());
+                }
+                ctx.set_note(&format!("not answering: {e}; retrying every 2 s"));
+                Step::IdleUntil(self.reopen.next())
+            }
+        }
+    }
+}
+
+impl Loop for RangeSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        self.metrics = Some(Metrics {
+            readings: ctx.metric("readings"),
+            nacks: ctx.metric("nacks"),
+            timeouts: ctx.metric("timeouts"),
+            bus_errors: ctx.metric("bus_errors"),
+            retries: ctx.metric("retries"),
+            failed_ticks: ctx.metric("failed_ticks"),
+            reopens: ctx.metric("reopens"),
+        });
+        Ok(())
+    }
+
+    fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
+        let now = Instant::now();
+        if self.dev.is_none() {
+            if !self.reopen.due(now) {
+                return Ok(Step::IdleUntil(self.reopen.next()));
+            }
+            if let Step::IdleUntil(t) = self.connect(ctx, now) {
+                return Ok(Step::IdleUntil(t));
+            }
+        }
+        let mut last_err = None;
+        for attempt in 0..=self.cfg.retries {
+            let dev = self.dev.as_mut().expect("connected above");
+            match dev.measure() {
+                Ok(reading) => {
+                    if let Some(r) = reading {
+                        let rec = RangeRecord {
+                            stamp: Stamp::now(),
+                            distance_cm: r.distance_cm,
+                            strength: r.strength,
+                            status: r.status,
+                        };
+                        self.to_logger.push(rec);
+                        self.to_uplink.push(rec);
+                        if let Some(m) = &self.metrics {
+                            m.readings.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if self.failing > 0 {
+                        let model = dev.model();
+                        ctx.set_note(&format!("{model} at {} Hz", self.cfg.rate_hz));
+                    }
+                    self.failing = 0;
+                    return Ok(Step::Continue);
+                }
+                Err(e) => {
+                    self.count(&e);
+                    if attempt < self.cfg.retries
+                        && let Some(m) = &self.metrics
+                    {
+                        m.retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        self.failing += 1;
+        if let Some(m) = &self.metrics {
+            m.failed_ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        let e = last_err.expect("at least one attempt");
+        ctx.set_note(&format!("failing ({} ticks): {e}", self.failing));
+        if self.failing >= self.cfg.give_up_after {
+            log::warn!("{}: sensor gone ({e}); reconnecting every 2 s", ctx.path());
+            self.dev = None;
+            if let Some(m) = &self.metrics {
+                m.reopens.fetch_add(1, Ordering::Relaxed);
+            }
+            self.reopen.attempted(now);
+            self.reopen.failed();
+            return Ok(Step::IdleUntil(self.reopen.next()));
+        }
+        Ok(Step::Continue)
+    }
+}

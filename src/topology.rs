@@ -1,0 +1,283 @@
+//! The firmware's fixed topology, built from a board file.
+//!
+//! ```text
+//! harmony                      root runner: stop all on failure
+//! ├── sim                      simulated devices (sim board only)
+//! │   └── gps-sim
+//! ├── logger                   sink: drains every source's logger queue
+//! ├── uplink                   sink: drains every source's uplink queue
+//! └── sensors                  runner: restarts a failed source (5 in 60 s)
+//!     ├── gps
+//!     ├── rangefinder
+//!     └── can
+//! ```
+//! Ordered start brings the sinks up before the sources; reverse-order stop stops the sources
+//! first, so the sinks drain everything that was accepted. Each source has one bounded queue
+//! per sink, sized by the board (default: 2 s of the source's worst case).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::board::{BaudSetting, Board, RangeModel};
+use crate::concurrency::{
+    Child, ErrorBudget, LoopConfig, LoopProcessor, Policy, RestartPolicy, Runner, queue,
+};
+use crate::drivers::lidarlite::LidarLiteV3;
+use crate::drivers::tfluna::TfLuna;
+use crate::drivers::{FaultKind, RangeError, Rangefinder};
+use crate::records::{CanRecord, GpsRecord, RangeRecord};
+use crate::sim::can_replay::{CanReplay, Capture, Timing};
+use crate::sim::gps::GpsSim;
+use crate::sim::rangefinder::{SimHandle, SimModel, SimSensor};
+use crate::sinks::drain::{Counting, SinkInputs, SinkLoop};
+use crate::sources::can::{CanConfig, CanInput, CanSource};
+use crate::sources::gps::{Baud, GpsConfig, GpsSource};
+use crate::sources::rangefinder::{Opener, RangeConfig, RangeSource};
+
+/// Why the topology could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("gps.sim: cannot create the pseudo-terminal pair: {0}")]
+    Pty(std::io::Error),
+    #[error("{field}: cannot read capture {path}: {source}")]
+    Capture {
+        field: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("can.replay: {0}")]
+    Replay(#[from] crate::formats::candump::DumpError),
+}
+
+/// Handles on the simulated devices (for tests and fault injection).
+#[derive(Default)]
+pub struct SimHandles {
+    pub gps_device: Option<PathBuf>,
+    pub rangefinder: Option<SimHandle>,
+}
+
+/// The built tree.
+pub struct Topology {
+    pub root: Runner,
+    pub sim: SimHandles,
+}
+
+/// How long a sink sleeps between batches when records keep coming.
+pub const SINK_BATCH: Duration = Duration::from_millis(10);
+
+fn capture_bytes(
+    field: &'static str,
+    c: &str,
+) -> Result<std::borrow::Cow<'static, [u8]>, TopologyError> {
+    if let Some(n) = c.strip_prefix("builtin:")
+        && let Some(b) = crate::sim::builtin(n)
+    {
+        return Ok(std::borrow::Cow::Borrowed(b));
+    }
+    std::fs::read(c)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|source| TopologyError::Capture {
+            field,
+            path: PathBuf::from(c),
+            source,
+        })
+}
+
+fn capture_of(c: &str) -> Capture {
+    if let Some(n) = c.strip_prefix("builtin:")
+        && let Some(b) = crate::sim::builtin(n)
+    {
+        let name: &'static str = crate::sim::BUILTIN_NAMES
+            .iter()
+            .find(|x| **x == n)
+            .copied()
+            .unwrap_or("capture");
+        return Capture::Builtin(name, b);
+    }
+    Capture::File(PathBuf::from(c))
+}
+
+fn range_opener(r: &crate::board::RangeSection, handles: &mut SimHandles) -> Opener {
+    let address = r.address.unwrap_or(r.model.default_address());
+    match (&r.sim, r.model) {
+        (Some(_), model) => {
+            let sim_model = if model == RangeModel::TfLuna {
+                SimModel::TfLuna
+            } else {
+                SimModel::LidarLiteV3
+            };
+            let sensor = SimSensor::new(sim_model);
+            handles.rangefinder = Some(sensor.handle());
+            Box::new(move || -> Result<Box<dyn Rangefinder>, RangeError> {
+                Ok(match sim_model {
+                    SimModel::TfLuna => Box::new(TfLuna::with_address(sensor.bus(), address)),
+                    SimModel::LidarLiteV3 => {
+                        Box::new(LidarLiteV3::with_address(sensor.bus(), address))
+                    }
+                })
+            })
+        }
+        (None, RangeModel::LidarLiteV3Pwm) => {
+            let pin = r.pwm_pin.unwrap_or(0);
+            let trigger = r.trigger_pin;
+            Box::new(move || -> Result<Box<dyn Rangefinder>, RangeError> {
+                crate::drivers::pwm::LidarLitePwm::open(pin, trigger)
+                    .map(|d| Box::new(d) as Box<dyn Rangefinder>)
+                    .map_err(|e| RangeError {
+                        model: "lidar-lite-v3-pwm",
+                        kind: FaultKind::Bus,
+                        message: e.to_string(),
+                    })
+            })
+        }
+        (None, model) => {
+            let bus = r.i2c_bus;
+            Box::new(move || -> Result<Box<dyn Rangefinder>, RangeError> {
+                let i2c = rppal::i2c::I2c::with_bus(bus).map_err(|e| RangeError {
+                    model: if model == RangeModel::TfLuna { "tf-luna" } else { "lidar-lite-v3" },
+                    kind: FaultKind::Bus,
+                    message: format!(
+                        "cannot open /dev/i2c-{bus}: {e} (is dtparam=i2c_arm=on in config.txt and the service user in the i2c group?)"
+                    ),
+                })?;
+                Ok(match model {
+                    RangeModel::TfLuna => Box::new(TfLuna::with_address(i2c, address)),
+                    _ => Box::new(LidarLiteV3::with_address(i2c, address)),
+                })
+            })
+        }
+    }
+}
+
+/// Builds the firmware tree for `board`.
+pub fn build(board: &Board) -> Result<Topology, TopologyError> {
+    let sizes = board.queue_sizes();
+    let (gps_l_tx, gps_l_rx) = queue::<GpsRecord>(sizes.gps_logger, "gps->logger");
+    let (gps_u_tx, gps_u_rx) = queue::<GpsRecord>(sizes.gps_uplink, "gps->uplink");
+    let (rng_l_tx, rng_l_rx) = queue::<RangeRecord>(sizes.range_logger, "rangefinder->logger");
+    let (rng_u_tx, rng_u_rx) = queue::<RangeRecord>(sizes.range_uplink, "rangefinder->uplink");
+    let (can_l_tx, can_l_rx) = queue::<CanRecord>(sizes.can_logger, "can->logger");
+    let (can_u_tx, can_u_rx) = queue::<CanRecord>(sizes.can_uplink, "can->uplink");
+
+    let mut handles = SimHandles::default();
+    let mut sim = Runner::new("sim");
+    let mut sensors = Runner::new("sensors").policy(Policy::Restart(RestartPolicy {
+        max_restarts: 5,
+        within: Duration::from_secs(60),
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(5),
+    }));
+
+    if let Some(g) = &board.gps {
+        let device = match &g.sim {
+            Some(s) => {
+                let bytes = capture_bytes("gps.sim.capture", &s.capture)?;
+                let gs = GpsSim::new("gps-sim", &bytes, s.speed, s.looped)
+                    .map_err(TopologyError::Pty)?;
+                let path = gs.device_path();
+                handles.gps_device = Some(path.clone());
+                sim.push(Child::new(LoopProcessor::new(gs)));
+                path
+            }
+            None => g.device.clone().unwrap_or_default(),
+        };
+        let baud = match g.baud {
+            BaudSetting::Rate(r) => Baud::Fixed(r),
+            BaudSetting::Word(_) => Baud::Auto(9600),
+        };
+        let src = GpsSource::new(
+            GpsConfig {
+                name: "gps".into(),
+                device,
+                baud,
+                hunt_dwell: crate::sources::gps::HUNT_DWELL,
+            },
+            gps_l_tx,
+            gps_u_tx,
+        );
+        sensors.push(Child::new(LoopProcessor::new(src)));
+    }
+
+    if let Some(r) = &board.rangefinder {
+        let open = range_opener(r, &mut handles);
+        let src = RangeSource::new(
+            RangeConfig {
+                name: "rangefinder".into(),
+                rate_hz: r.rate_hz,
+                retries: r.retries,
+                give_up_after: (r.rate_hz / 4).max(5),
+            },
+            open,
+            rng_l_tx,
+            rng_u_tx,
+        );
+        let cfg = LoopConfig {
+            error_budget: ErrorBudget::UNLIMITED,
+            ..LoopConfig::every(Duration::from_secs_f64(1.0 / r.rate_hz as f64))
+        };
+        sensors.push(Child::new(LoopProcessor::with_config(src, cfg)));
+    }
+
+    if let Some(c) = &board.can {
+        let input = match &c.replay {
+            Some(rp) => {
+                let timing = match (rp.speed, rp.fps, rp.fast) {
+                    (_, Some(f), _) => Timing::Fps(f),
+                    (_, _, true) => Timing::Fast,
+                    (s, _, _) => Timing::Recorded {
+                        speed: s.unwrap_or(1.0),
+                    },
+                };
+                CanInput::Replay(Box::new(CanReplay::open(
+                    capture_of(&rp.capture),
+                    timing,
+                    rp.looped,
+                )?))
+            }
+            None => CanInput::Socket(c.interface.clone()),
+        };
+        let src = CanSource::new(
+            CanConfig {
+                name: "can".into(),
+                uplink_ids: c.uplink_ids.clone(),
+            },
+            input,
+            can_l_tx,
+            can_u_tx,
+        );
+        sensors.push(Child::new(LoopProcessor::new(src)));
+    }
+
+    let logger = SinkLoop::new(
+        "logger",
+        SinkInputs {
+            gps: gps_l_rx,
+            range: rng_l_rx,
+            can: can_l_rx,
+        },
+        Counting::default(),
+        SINK_BATCH,
+    );
+    let uplink = SinkLoop::new(
+        "uplink",
+        SinkInputs {
+            gps: gps_u_rx,
+            range: rng_u_rx,
+            can: can_u_rx,
+        },
+        Counting::default(),
+        SINK_BATCH,
+    );
+
+    let mut root = Runner::new("harmony");
+    if !sim.is_empty() {
+        root = root.child(sim);
+    }
+    root = root
+        .child(LoopProcessor::new(logger))
+        .child(LoopProcessor::new(uplink));
+    if !sensors.is_empty() {
+        root = root.child(sensors);
+    }
+    Ok(Topology { root, sim: handles })
+}
