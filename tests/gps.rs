@@ -219,10 +219,11 @@ fn unplugged_gps_is_reopened() {
     master.write_all(gga).unwrap();
     assert!(wait_until(secs(5), || metric(&reg, "gps", "sentences") == 1));
 
-    // Unplug: the terminal hangs up and its device node goes away.
+    // Unplug: the device node goes away and the terminal hangs up. (The link goes first: the
+    // freed pty number may be reused at once by another test's terminal.)
+    std::fs::remove_file(&link).unwrap();
     drop(master);
     drop(slave);
-    std::fs::remove_file(&link).unwrap();
     assert!(wait_until(secs(5), || metric(&reg, "gps", "reopens") == 1));
     assert!(wait_until(secs(5), || reg
         .find("gps")

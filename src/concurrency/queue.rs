@@ -98,19 +98,25 @@ impl<T> Producer<T> {
     /// Offers a record. Never blocks: a full queue drops it, counts it, and returns `false`.
     #[inline]
     pub fn push(&self, item: T) -> bool {
-        let s = &*self.s;
-        match s.q.push(item) {
-            Ok(()) => {
-                let a = &s.accepted.0;
-                a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                s.bell.0.ring();
-                true
-            }
+        match self.try_push(item) {
+            Ok(()) => true,
             Err(_) => {
                 self.count_drop();
                 false
             }
         }
+    }
+
+    /// Offers a record; a full queue hands it back without counting a drop (for callers that
+    /// retry, such as benchmarks of the transport itself).
+    #[inline]
+    pub fn try_push(&self, item: T) -> Result<(), T> {
+        let s = &*self.s;
+        s.q.push(item)?;
+        let a = &s.accepted.0;
+        a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        s.bell.0.ring();
+        Ok(())
     }
 
     #[cold]
