@@ -68,6 +68,7 @@ pub struct Board {
     pub can: Option<CanSection>,
     #[serde(default)]
     pub queues: QueueSection,
+    pub uplink: Option<crate::uplink::config::UplinkSection>,
 }
 
 /// `baud = 9600` or `baud = "auto"`.
@@ -454,6 +455,9 @@ impl Board {
                     ));
                 }
             }
+        }
+        if let Some(u) = &self.uplink {
+            u.validate().map_err(|(f, m)| bad(&f, m))?;
         }
         let q = &self.queues;
         for (f, v) in [

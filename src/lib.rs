@@ -22,4 +22,6 @@ pub mod sinks;
 pub mod sources;
 pub mod timefmt;
 pub mod topology;
+pub mod tui;
+pub mod uplink;
 pub mod version;

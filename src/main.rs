@@ -61,6 +61,10 @@ enum Cmd {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// The operator's terminal UI over the control socket.
+    Top(harmony::tui::TopArgs),
+    /// The ground station: decode the radio's telemetry, send commands.
+    Ground(harmony::uplink::ground::GroundArgs),
     /// Run the framework's demo topology (ticking loops, waiting group, worker pools).
     Demo {
         #[command(flatten)]
@@ -140,6 +144,8 @@ fn main() -> ExitCode {
             json,
             action,
         } => ctl(run_dir, json, action),
+        Cmd::Top(args) => harmony::tui::main(args).map_err(Into::into),
+        Cmd::Ground(args) => harmony::uplink::ground::main(args).map_err(Into::into),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::board::{BaudSetting, Board, RangeModel};
 use crate::concurrency::{
-    Child, ErrorBudget, LoopConfig, LoopProcessor, Policy, RestartPolicy, Runner, queue,
+    Child, ErrorBudget, LoopConfig, LoopProcessor, Policy, Processor, RestartPolicy, Runner, queue,
 };
 use crate::drivers::lidarlite::LidarLiteV3;
 use crate::drivers::tfluna::TfLuna;
@@ -258,16 +258,32 @@ pub fn build(board: &Board) -> Result<Topology, TopologyError> {
         Counting::default(),
         SINK_BATCH,
     );
-    let uplink = SinkLoop::new(
-        "uplink",
-        SinkInputs {
-            gps: gps_u_rx,
-            range: rng_u_rx,
-            can: can_u_rx,
+    let uplink_inputs = SinkInputs {
+        gps: gps_u_rx,
+        range: rng_u_rx,
+        can: can_u_rx,
+    };
+    let fc_node = board.can.as_ref().and_then(|c| c.flight_controller_node);
+    let uplink: Box<dyn Processor> = match &board.uplink {
+        Some(u) => match crate::uplink::build(u, uplink_inputs, fc_node) {
+            Ok(p) => p,
+            Err((e, inputs)) => {
+                log::warn!("uplink: {e}; counting its records instead");
+                Box::new(LoopProcessor::new(SinkLoop::new(
+                    "uplink",
+                    inputs,
+                    Counting::default(),
+                    SINK_BATCH,
+                )))
+            }
         },
-        Counting::default(),
-        SINK_BATCH,
-    );
+        None => Box::new(LoopProcessor::new(SinkLoop::new(
+            "uplink",
+            uplink_inputs,
+            Counting::default(),
+            SINK_BATCH,
+        ))),
+    };
 
     let mut root = Runner::new("harmony");
     if !sim.is_empty() {
@@ -275,7 +291,7 @@ pub fn build(board: &Board) -> Result<Topology, TopologyError> {
     }
     root = root
         .child(LoopProcessor::new(logger))
-        .child(LoopProcessor::new(uplink));
+        .with_child(Child::boxed(uplink));
     if !sensors.is_empty() {
         root = root.child(sensors);
     }
