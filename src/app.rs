@@ -85,6 +85,7 @@ pub fn run(
         Some(s) => Some(s.start(registry.clone())?),
         None => None,
     };
+    let notifier = crate::control::notify::Notifier::start(registry.clone())?;
     log::info!(
         "harmony {} started (board {}, run dir {})",
         crate::version::short(),
@@ -94,6 +95,9 @@ pub fn run(
     let outcome = run_tree(&registry, root);
     let reason = registry.stop_reason();
     log::info!("harmony stopped: {outcome:?}, reason {reason:?}");
+    if let Some(n) = notifier {
+        n.finish();
+    }
     control.stop();
     states.finish();
     if let Some(s) = sig_thread {

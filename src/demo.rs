@@ -13,11 +13,26 @@ use crate::concurrency::{
 /// A loop that counts its ticks and the `ping` signals it receives.
 pub struct Ticker {
     name: String,
+    /// Hang inside `work` after this long (to exercise the watchdog).
+    stall_after: Option<Duration>,
+    started: std::time::Instant,
 }
 
 impl Ticker {
     pub fn new(name: impl Into<String>) -> Self {
-        Ticker { name: name.into() }
+        Ticker {
+            name: name.into(),
+            stall_after: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// A ticker that gets stuck in its work after `d` (a hung driver, for watchdog tests).
+    pub fn stalling(name: impl Into<String>, d: Duration) -> Self {
+        Ticker {
+            stall_after: Some(d),
+            ..Ticker::new(name)
+        }
     }
 }
 
@@ -32,6 +47,15 @@ impl Loop for Ticker {
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         ctx.metric("ticks").fetch_add(1, Ordering::Relaxed);
+        if self
+            .stall_after
+            .is_some_and(|d| self.started.elapsed() >= d)
+        {
+            log::warn!("{}: simulating a hang", ctx.path());
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         Ok(Step::Continue)
     }
 
@@ -54,6 +78,8 @@ pub struct DemoOptions {
     pub pools: bool,
     /// Start with every loop waiting.
     pub start_waiting: bool,
+    /// Make `tick-1` hang after this long.
+    pub stall_after: Option<Duration>,
 }
 
 impl Default for DemoOptions {
@@ -63,6 +89,7 @@ impl Default for DemoOptions {
             period: Duration::from_millis(200),
             pools: true,
             start_waiting: false,
+            stall_after: None,
         }
     }
 }
@@ -76,7 +103,12 @@ pub fn topology(o: &DemoOptions) -> Runner {
             start_active: !o.start_waiting,
             ..LoopConfig::every(o.period)
         };
-        let p = LoopProcessor::with_config(Ticker::new(format!("tick-{}", i + 1)), cfg);
+        let name = format!("tick-{}", i + 1);
+        let ticker = match o.stall_after {
+            Some(d) if i == 0 => Ticker::stalling(name, d),
+            _ => Ticker::new(name),
+        };
+        let p = LoopProcessor::with_config(ticker, cfg);
         let c = if i < 2 {
             Child::new(p).in_group(&group)
         } else {

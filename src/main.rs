@@ -81,6 +81,9 @@ enum Cmd {
         /// Start with every loop waiting (paused).
         #[arg(long)]
         start_waiting: bool,
+        /// Make tick-1 hang after this many milliseconds (exercises the systemd watchdog).
+        #[arg(long, hide = true)]
+        stall_after_ms: Option<u64>,
     },
 }
 
@@ -131,12 +134,14 @@ fn main() -> ExitCode {
             period_ms,
             no_pools,
             start_waiting,
+            stall_after_ms,
         } => run_tree(&at, signals, |_| {
             Ok(demo::topology(&DemoOptions {
                 loops,
                 period: Duration::from_millis(period_ms),
                 pools: !no_pools,
                 start_waiting,
+                stall_after: stall_after_ms.map(Duration::from_millis),
             }))
         }),
         Cmd::Ctl {

@@ -78,7 +78,10 @@ fn replay(name: &str) -> Replayed {
     // The sim starts paused; let it write only once the source has the port open.
     assert!(wait_until(secs(10), || reg
         .find("gps")
-        .is_some_and(|e| e.note().contains("baud"))));
+        .is_some_and(|e| e.note().contains("baud"))
+        && reg
+            .find("gps-sim")
+            .is_some_and(|e| e.state() == ProcState::Waiting)));
     reg.find("gps-sim").unwrap().pause.clear();
     assert!(wait_until(secs(60), || reg
         .find("gps-sim")

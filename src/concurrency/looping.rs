@@ -214,6 +214,11 @@ impl<L: Loop> Processor for LoopProcessor<L> {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        if !self.cfg.start_active {
+            // Start waiting until resumed, through the processor's own pause flag; set before
+            // the runner moves on, so a resume sent after the start is never lost.
+            ctx.entry().pause.set();
+        }
         self.inner.before(ctx)
     }
 
@@ -222,10 +227,6 @@ impl<L: Loop> Processor for LoopProcessor<L> {
             budget: self.cfg.error_budget,
             times: VecDeque::new(),
         };
-        if !self.cfg.start_active {
-            // Start waiting until resumed, through the processor's own pause flag.
-            ctx.entry().pause.set();
-        }
         let mut active = false;
         let mut shown = false;
         let mut pending = Pending::None;
@@ -283,7 +284,10 @@ impl<L: Loop> Processor for LoopProcessor<L> {
                 }
                 _ => {}
             }
-            let step = match self.inner.work(ctx) {
+            ctx.entry().set_busy(true);
+            let result = self.inner.work(ctx);
+            ctx.entry().set_busy(false);
+            let step = match result {
                 Ok(s) => s,
                 Err(e) => {
                     errors.record(ctx, "loop", &e)?;

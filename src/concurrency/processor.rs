@@ -111,6 +111,15 @@ impl Context {
         park_until(deadline);
     }
 
+    /// Runs `wait` (a blocking wait for a device, e.g. `poll(2)`) without counting the time as
+    /// work: a loop waiting for data is idle, not stuck, as far as the watchdog is concerned.
+    pub fn wait_io<T>(&self, wait: impl FnOnce() -> T) -> T {
+        self.entry.set_busy(false);
+        let r = wait();
+        self.entry.set_busy(true);
+        r
+    }
+
     /// The next named signal for this processor, if any.
     pub fn take_signal(&self) -> Option<Signal> {
         self.entry.take_signal()

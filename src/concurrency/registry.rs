@@ -252,6 +252,26 @@ impl Registry {
         }
     }
 
+    /// Processors that have been inside one piece of work for longer than `limit_ms` (stuck).
+    pub fn stuck(&self, limit_ms: u64) -> Vec<String> {
+        let now = super::state::now_ms();
+        self.entries()
+            .iter()
+            .filter(|e| e.busy_for_ms(now).is_some_and(|b| b > limit_ms))
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    /// Whether the whole tree has started: the root runner's `before` (which starts every child
+    /// in order, recursively) has finished.
+    pub fn tree_started(&self) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .is_some_and(|root| root.state() != super::state::ProcState::Starting)
+    }
+
     /// Snapshots of every entry, in registration (start) order.
     pub fn snapshot(&self) -> Vec<EntrySnapshot> {
         self.entries().iter().map(|e| e.snapshot()).collect()

@@ -127,6 +127,15 @@ pub struct Runner {
     start_timeout: Duration,
     /// Entries of the children, kept so that a restarted runner reuses them.
     entries: Vec<Arc<Entry>>,
+    /// Children started by `before`, supervised by `body`.
+    run: Option<RunState>,
+}
+
+struct RunState {
+    slots: Vec<Slot>,
+    tx: Sender<Exit>,
+    rx: Receiver<Exit>,
+    failure: Option<RunError>,
 }
 
 impl Runner {
@@ -138,6 +147,7 @@ impl Runner {
             stop_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(10),
             entries: Vec::new(),
+            run: None,
         }
     }
 
@@ -272,7 +282,9 @@ impl Processor for Runner {
         Kind::Runner
     }
 
-    fn body(&mut self, ctx: &Context) -> Result<(), BoxError> {
+    /// Registers the children and starts them in order: a runner counts as started (for its
+    /// own parent's ordered start, and for READY=1) once all its children have started.
+    fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
         let registry = ctx.registry().clone();
         let (tx, rx) = unbounded::<Exit>();
         let mut slots = self.register_children(ctx)?;
@@ -304,6 +316,27 @@ impl Processor for Runner {
             }
             self.handle_exits(&rx, &mut slots, &registry, &mut failure);
         }
+
+        self.run = Some(RunState {
+            slots,
+            tx,
+            rx,
+            failure,
+        });
+        Ok(())
+    }
+
+    fn body(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        let registry = ctx.registry().clone();
+        let Some(RunState {
+            mut slots,
+            tx,
+            rx,
+            mut failure,
+        }) = self.run.take()
+        else {
+            return Ok(());
+        };
 
         // Supervise.
         loop {

@@ -102,6 +102,9 @@ pub struct Entry {
     since_ms: AtomicU64,
     restarts: AtomicU32,
     errors: AtomicU64,
+    /// Unix ms when the current `work` call began; 0 when not inside one (or waiting for I/O
+    /// inside it). The watchdog looks for processors busy for too long.
+    busy_since_ms: AtomicU64,
     note: Mutex<String>,
     /// Set by the runner to stop this processor (reverse start order).
     pub stop: Flag,
@@ -162,6 +165,7 @@ impl Entry {
             since_ms: AtomicU64::new(now_ms()),
             restarts: AtomicU32::new(0),
             errors: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
             note: Mutex::new(String::new()),
             mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
             mail_dropped: AtomicU64::new(0),
@@ -210,6 +214,21 @@ impl Entry {
     pub fn add_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.mark_dirty();
+    }
+
+    /// Marks the start (`true`) or end (`false`) of a stretch of work that must not take long.
+    #[inline]
+    pub fn set_busy(&self, busy: bool) {
+        self.busy_since_ms
+            .store(if busy { now_ms().max(1) } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// How long the processor has been inside its current piece of work, if it is.
+    pub fn busy_for_ms(&self, now: u64) -> Option<u64> {
+        match self.busy_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(now.saturating_sub(t)),
+        }
     }
 
     /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").

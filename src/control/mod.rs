@@ -10,6 +10,7 @@
 //! * [`client`]: the `harmony ctl` side.
 
 pub mod client;
+pub mod notify;
 pub mod os_signals;
 pub mod protocol;
 pub mod rundir;

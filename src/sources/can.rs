@@ -195,7 +195,7 @@ impl CanSource {
                     } else {
                         PollTimeout::from(100u16)
                     };
-                    match poll(&mut fds, t) {
+                    match ctx.wait_io(|| poll(&mut fds, t)) {
                         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                         Err(e) => return Err(Box::new(e)),
                     }

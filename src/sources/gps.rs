@@ -303,7 +303,7 @@ impl Loop for GpsSource {
             } else {
                 PollTimeout::from(100u16)
             };
-            match poll(&mut fds, t) {
+            match ctx.wait_io(|| poll(&mut fds, t)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Box::new(e)),
             }
