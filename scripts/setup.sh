@@ -28,6 +28,22 @@ if ! command -v qemu-aarch64-static >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null
 fi
 
+# Tools the field-kit tests use (issue #6): tmux drives `harmony top` in tests/tui.rs;
+# systemd-analyze and systemd-sysusers check the Pi's unit and user (tests/systemd_unit.rs);
+# file describes the binary in scripts/deploy.sh. Each test skips with a message without its tool.
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+{ command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null; } || missing+=(systemd)
+command -v file >/dev/null || missing+=(file)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null; }; then
+        log "WARNING: could not install ${missing[*]}; the tests that need them will be skipped"
+    fi
+fi
+
 # binfmt_misc: lets a test exec() an aarch64 binary as if it were native.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     log "mounting binfmt_misc"
