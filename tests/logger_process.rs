@@ -16,8 +16,14 @@ use nix::sys::signal::Signal as Sig;
 
 fn board(dir: &Path, data: &Path, extra_can: &str, logger: &str) -> PathBuf {
     let text = harmony::board::SIM_BOARD
-        .replace("data_dir = \"harmony-data\"", &format!("data_dir = \"{}\"", data.display()))
-        .replace("run_dir = \"harmony-data/run\"", &format!("run_dir = \"{}\"", dir.join("run").display()))
+        .replace(
+            "data_dir = \"harmony-data\"",
+            &format!("data_dir = \"{}\"", data.display()),
+        )
+        .replace(
+            "run_dir = \"harmony-data/run\"",
+            &format!("run_dir = \"{}\"", dir.join("run").display()),
+        )
         .replace(
             "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0",
             &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{extra_can}"),
@@ -28,10 +34,12 @@ fn board(dir: &Path, data: &Path, extra_can: &str, logger: &str) -> PathBuf {
 }
 
 fn metric(run: &Path, p: &str, m: &str) -> u64 {
-    harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(run, p))
-        .ok()
-        .and_then(|s| s.get(&format!("metric.{m}")).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+    harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
+        run, p,
+    ))
+    .ok()
+    .and_then(|s| s.get(&format!("metric.{m}")).and_then(|v| v.parse().ok()))
+    .unwrap_or(0)
 }
 
 /// The canboat capture's frames, as (id, payload).
@@ -61,7 +69,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         lo + (self.0 >> 33) % (hi - lo)
     }
 }
@@ -76,7 +87,8 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
     let data = dir.path().join("data");
     let b = board(dir.path(), &data, "fps = 16000.0", "rotate_mib = 1");
     let input = canboat();
-    let nmea: Vec<Vec<u8>> = harmony::sim::gps::receiver_lines(harmony::sim::builtin("quectel-l76k").unwrap());
+    let nmea: Vec<Vec<u8>> =
+        harmony::sim::gps::receiver_lines(harmony::sim::builtin("quectel-l76k").unwrap());
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -85,29 +97,47 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
     let mut rng = Lcg(seed);
     let mut kills_with_data = 0;
     for i in 0..20 {
-        let mut child = harmony(dir.path(), &["run", "--board", b.to_str().unwrap(), "--log-level", "warn"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = harmony(
+            dir.path(),
+            &["run", "--board", b.to_str().unwrap(), "--log-level", "warn"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
         let run = dir.path().join("run");
-        assert!(wait_until(secs(20), || state_of(&run, "can").as_deref() == Some("active")));
-        std::thread::sleep(Duration::from_millis(rng.next(50, 2500) * slow_factor() as u64));
+        assert!(wait_until(secs(20), || state_of(&run, "can").as_deref()
+            == Some("active")));
+        std::thread::sleep(Duration::from_millis(
+            rng.next(50, 2500) * slow_factor() as u64,
+        ));
         send_signal(&child, Sig::SIGKILL);
         child.wait().unwrap();
         let session = list_sessions(&data).unwrap().pop().unwrap();
-        let out = harmony(dir.path(), &["log", "check", "--repair", session.to_str().unwrap()])
+        let out = harmony(
+            dir.path(),
+            &["log", "check", "--repair", session.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "run {i}: check --repair failed:\n{report}"
+        );
+        assert!(!report.contains("CORRUPT"), "run {i}: {report}");
+        let again = harmony(dir.path(), &["log", "check", session.to_str().unwrap()])
             .output()
             .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "run {i}: check --repair failed:\n{report}");
-        assert!(!report.contains("CORRUPT"), "run {i}: {report}");
-        let again = harmony(dir.path(), &["log", "check", session.to_str().unwrap()]).output().unwrap();
         assert!(again.status.success(), "run {i}: clean after repair");
 
         let can = logged_can(&session);
         for (k, f) in can.iter().enumerate() {
-            assert_eq!(f, &input[k % input.len()], "run {i}: frame {k} is the input's");
+            assert_eq!(
+                f,
+                &input[k % input.len()],
+                "run {i}: frame {k} is the input's"
+            );
         }
         // The receiver streams on its own: the file holds a contiguous run of its sentences
         // from wherever the port was opened (the open flushes what was buffered before).
@@ -116,9 +146,15 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
         for s in segments(&session, NMEA) {
             for line in std::fs::read(&s).unwrap().split_inclusive(|&b| b == b'\n') {
                 let at = *start.get_or_insert_with(|| {
-                    nmea.iter().position(|l| &l[..] == line).expect("a sentence of the capture")
+                    nmea.iter()
+                        .position(|l| &l[..] == line)
+                        .expect("a sentence of the capture")
                 });
-                assert_eq!(line, &nmea[(at + k) % nmea.len()][..], "run {i}: sentence {k}");
+                assert_eq!(
+                    line,
+                    &nmea[(at + k) % nmea.len()][..],
+                    "run {i}: sentence {k}"
+                );
                 k += 1;
             }
         }
@@ -126,7 +162,10 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
             kills_with_data += 1;
         }
     }
-    assert!(kills_with_data >= 15, "most kills happened with data on disk: {kills_with_data}");
+    assert!(
+        kills_with_data >= 15,
+        "most kills happened with data on disk: {kills_with_data}"
+    );
 }
 
 fn is_root() -> bool {
@@ -157,14 +196,24 @@ fn disk_full_on_a_small_tmpfs() {
     struct Umount(PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _guard = Umount(data.clone());
     let b = board(dir.path(), &data, "fps = 4000.0", "fsync_interval_ms = 200");
     let run = dir.path().join("run");
-    let mut child = spawn_harmony(dir.path(), &["run", "--board", b.to_str().unwrap(), "--log-level", "warn"]);
-    assert!(wait_until(secs(20), || metric(&run, "logger", "can_written") > 1000));
+    let mut child = spawn_harmony(
+        dir.path(),
+        &["run", "--board", b.to_str().unwrap(), "--log-level", "warn"],
+    );
+    assert!(wait_until(secs(20), || metric(
+        &run,
+        "logger",
+        "can_written"
+    ) > 1000));
 
     // Fill the disk.
     let free = nix::sys::statvfs::statvfs(&data).unwrap();
@@ -176,26 +225,41 @@ fn disk_full_on_a_small_tmpfs() {
         "logger degraded: {}",
         stderr_of(dir.path())
     );
-    let note = harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(&run, "logger"))
-        .unwrap()["note"]
+    let note = harmony::control::state_files::read_state_file(
+        &harmony::control::state_files::state_path(&run, "logger"),
+    )
+    .unwrap()["note"]
         .clone();
     assert!(note.contains("DEGRADED"), "{note}");
     // Everything else keeps going: sources and the uplink.
-    let up0: u64 = ["gps_fixes", "range_readings", "can_frames"].iter().map(|m| metric(&run, "uplink", m)).sum();
+    let up0: u64 = ["gps_fixes", "range_readings", "can_frames"]
+        .iter()
+        .map(|m| metric(&run, "uplink", m))
+        .sum();
     let frames0 = metric(&run, "can", "frames");
     let dropped0 = metric(&run, "logger", "can_dropped_disk");
     std::thread::sleep(Duration::from_millis(1500));
-    let up1: u64 = ["gps_fixes", "range_readings", "can_frames"].iter().map(|m| metric(&run, "uplink", m)).sum();
+    let up1: u64 = ["gps_fixes", "range_readings", "can_frames"]
+        .iter()
+        .map(|m| metric(&run, "uplink", m))
+        .sum();
     assert!(up1 > up0, "telemetry continues while the disk is full");
     assert!(metric(&run, "can", "frames") > frames0 + 1000);
-    assert!(metric(&run, "logger", "can_dropped_disk") > dropped0, "drops are counted");
+    assert!(
+        metric(&run, "logger", "can_dropped_disk") > dropped0,
+        "drops are counted"
+    );
     assert_eq!(state_of(&run, "uplink").as_deref(), Some("active"));
 
     // Free the space: writing resumes.
     std::fs::remove_file(&filler).unwrap();
     assert!(wait_until(secs(20), || metric(&run, "logger", "degraded") == 0));
     let w = metric(&run, "logger", "can_written");
-    assert!(wait_until(secs(10), || metric(&run, "logger", "can_written") > w + 1000));
+    assert!(wait_until(secs(10), || metric(
+        &run,
+        "logger",
+        "can_written"
+    ) > w + 1000));
     let t0 = Instant::now();
     send_signal(&child, Sig::SIGTERM);
     assert!(wait_exit(&mut child, secs(10)).unwrap().success());
@@ -206,10 +270,21 @@ fn disk_full_on_a_small_tmpfs() {
     let written = metric(&run, "logger", "can_written");
     let dropped_disk = metric(&run, "logger", "can_dropped_disk");
     let queue = metric(&run, "logger", "queue_dropped");
-    assert_eq!(written + dropped_disk + queue, produced, "{written} + {dropped_disk} + {queue}");
+    assert_eq!(
+        written + dropped_disk + queue,
+        produced,
+        "{written} + {dropped_disk} + {queue}"
+    );
     let session = list_sessions(&data).unwrap().pop().unwrap();
-    assert_eq!(logged_can(&session).len() as u64, written, "the files hold what was counted written");
+    assert_eq!(
+        logged_can(&session).len() as u64,
+        written,
+        "the files hold what was counted written"
+    );
     let events = std::fs::read_to_string(session.join("events.log")).unwrap();
-    assert!(events.contains(" degraded ") && events.contains("disk_full=true"), "{events}");
+    assert!(
+        events.contains(" degraded ") && events.contains("disk_full=true"),
+        "{events}"
+    );
     assert!(events.contains(" resumed after_s="), "{events}");
 }
