@@ -77,7 +77,7 @@ fn logger_path(dir: &std::path::Path) -> f64 {
     }
     let t0 = Instant::now();
     reg.find("logger").unwrap().pause.clear();
-    while ct.len() > 0 {
+    while !ct.is_empty() {
         std::thread::sleep(Duration::from_millis(1));
     }
     reg.request_stop_all(StopReason::Requested("bench".into()));
