@@ -68,7 +68,56 @@ pub struct Board {
     pub can: Option<CanSection>,
     #[serde(default)]
     pub queues: QueueSection,
+    #[serde(default)]
+    pub logger: LoggerSection,
     pub uplink: Option<crate::uplink::config::UplinkSection>,
+}
+
+/// `[logger]`: how the flash-card logger writes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerSection {
+    /// Rotate each file at this size (MiB).
+    #[serde(default = "default_rotate_mib")]
+    pub rotate_mib: u64,
+    /// `"interval"` (at most every `fsync_interval_ms`) or `"always"` (after every batch).
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// Keep this much free by deleting the oldest finished sessions (0: never delete).
+    #[serde(default)]
+    pub min_free_mib: u64,
+    #[serde(default = "default_manifest_s")]
+    pub manifest_interval_s: u64,
+}
+
+impl Default for LoggerSection {
+    fn default() -> Self {
+        LoggerSection {
+            rotate_mib: default_rotate_mib(),
+            fsync: default_fsync(),
+            fsync_interval_ms: default_fsync_interval_ms(),
+            min_free_mib: 0,
+            manifest_interval_s: default_manifest_s(),
+        }
+    }
+}
+
+fn default_rotate_mib() -> u64 {
+    64
+}
+
+fn default_fsync() -> String {
+    "interval".into()
+}
+
+fn default_fsync_interval_ms() -> u64 {
+    1000
+}
+
+fn default_manifest_s() -> u64 {
+    5
 }
 
 /// `baud = 9600` or `baud = "auto"`.
@@ -456,6 +505,31 @@ impl Board {
                 }
             }
         }
+        let l = &self.logger;
+        if !(1..=4096).contains(&l.rotate_mib) {
+            return Err(bad(
+                "logger.rotate_mib",
+                format!("{} is outside 1..=4096", l.rotate_mib),
+            ));
+        }
+        if l.fsync != "interval" && l.fsync != "always" {
+            return Err(bad(
+                "logger.fsync",
+                format!("'{}' is not \"interval\" or \"always\"", l.fsync),
+            ));
+        }
+        if !(10..=60_000).contains(&l.fsync_interval_ms) {
+            return Err(bad(
+                "logger.fsync_interval_ms",
+                format!("{} is outside 10..=60000", l.fsync_interval_ms),
+            ));
+        }
+        if !(1..=3600).contains(&l.manifest_interval_s) {
+            return Err(bad(
+                "logger.manifest_interval_s",
+                format!("{} is outside 1..=3600", l.manifest_interval_s),
+            ));
+        }
         if let Some(u) = &self.uplink {
             u.validate().map_err(|(f, m)| bad(&f, m))?;
         }
@@ -499,6 +573,31 @@ impl Board {
                 .can_logger
                 .unwrap_or((2 * CAN_WORST_FPS).next_power_of_two()),
             can_uplink: q.can_uplink.unwrap_or(1024),
+        }
+    }
+
+    /// The logger's settings.
+    pub fn logger_config(&self) -> crate::logger::LoggerConfig {
+        let l = &self.logger;
+        crate::logger::LoggerConfig {
+            rotate_bytes: l.rotate_mib << 20,
+            fsync: if l.fsync == "always" {
+                crate::logger::FsyncPolicy::Always
+            } else {
+                crate::logger::FsyncPolicy::Interval(std::time::Duration::from_millis(
+                    l.fsync_interval_ms,
+                ))
+            },
+            min_free_bytes: l.min_free_mib << 20,
+            manifest_every: std::time::Duration::from_secs(l.manifest_interval_s),
+            can_iface: self
+                .can
+                .as_ref()
+                .map_or("can0".into(), |c| c.interface.clone()),
+            board: self.board.name.clone(),
+            has_gps: self.gps.is_some(),
+            has_range: self.rangefinder.is_some(),
+            has_can: self.can.is_some(),
         }
     }
 

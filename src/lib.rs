@@ -16,6 +16,8 @@ pub mod control;
 pub mod demo;
 pub mod drivers;
 pub mod formats;
+pub mod logger;
+pub mod logtools;
 pub mod records;
 pub mod sim;
 pub mod sinks;

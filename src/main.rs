@@ -61,6 +61,8 @@ enum Cmd {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Tools for the log files: ls, tail, check, export, plot.
+    Log(harmony::logtools::LogArgs),
     /// The operator's terminal UI over the control socket.
     Top(harmony::tui::TopArgs),
     /// The ground station: decode the radio's telemetry, send commands.
@@ -125,9 +127,7 @@ fn main() -> ExitCode {
         run_dir: None,
         log_level: None,
     })) {
-        Cmd::Run(at) => run_tree(&at, signals, |board| {
-            Ok(harmony::topology::build(board)?.root)
-        }),
+        Cmd::Run(at) => run_firmware(&at, signals),
         Cmd::Demo {
             at,
             loops,
@@ -149,16 +149,32 @@ fn main() -> ExitCode {
             json,
             action,
         } => ctl(run_dir, json, action),
+        Cmd::Log(args) => harmony::logtools::main(args).map_err(Into::into),
         Cmd::Top(args) => harmony::tui::main(args).map_err(Into::into),
         Cmd::Ground(args) => harmony::uplink::ground::main(args).map_err(Into::into),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("harmony: {e:#}");
+            eprintln!("harmony: {}", chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each cause once (many messages already quote their cause).
+fn chain(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&c);
+        }
+    }
+    s
 }
 
 fn load_board(at: &Where) -> Result<Board> {
@@ -178,25 +194,20 @@ fn load_board(at: &Where) -> Result<Board> {
     Ok(b)
 }
 
-fn run_tree(
+/// Runs a tree with the firmware's infrastructure; `log_file` is the application log.
+fn run_with(
+    board: &Board,
     at: &Where,
     signals: Installed,
-    build: impl FnOnce(&Board) -> Result<Runner>,
+    log_file: &std::path::Path,
+    mut root: Runner,
 ) -> Result<u8> {
-    let board = load_board(at)?;
     let level = at
         .log_level
         .or_else(|| board.log_level())
         .unwrap_or(log::LevelFilter::Info);
-    std::fs::create_dir_all(&board.board.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            board.board.data_dir.display()
-        )
-    })?;
-    let log_file = board.board.data_dir.join("harmony.log");
-    let sink = LogSink::install(level, Some(&log_file), true)?;
-    let mut root = build(&board)?.stop_timeout(Duration::from_millis(board.board.stop_timeout_ms));
+    let sink = LogSink::install(level, Some(log_file), true)?;
+    root = root.stop_timeout(Duration::from_millis(board.board.stop_timeout_ms));
     let cfg = AppConfig {
         board: board.board.name.clone(),
         run_dir: board.board.run_dir.clone(),
@@ -204,8 +215,34 @@ fn run_tree(
     };
     let finished = app::run(&cfg, Registry::new(), &mut root, Some(signals));
     sink.shutdown();
-    let finished = finished?;
-    Ok(finished.exit_code() as u8)
+    Ok(finished?.exit_code() as u8)
+}
+
+/// `harmony run`: the firmware topology, logging into a new session directory.
+fn run_firmware(at: &Where, signals: Installed) -> Result<u8> {
+    let board = load_board(at)?;
+    let session = harmony::logger::session::Session::create(&board.board.data_dir)?;
+    let log_file = session.dir.join("harmony.log");
+    let topo = harmony::topology::build(&board, Some(session))?;
+    run_with(&board, at, signals, &log_file, topo.root)
+}
+
+/// `harmony demo`: a framework topology, logging to `<data_dir>/harmony.log`.
+fn run_tree(
+    at: &Where,
+    signals: Installed,
+    build: impl FnOnce(&Board) -> Result<Runner>,
+) -> Result<u8> {
+    let board = load_board(at)?;
+    std::fs::create_dir_all(&board.board.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            board.board.data_dir.display()
+        )
+    })?;
+    let log_file = board.board.data_dir.join("harmony.log");
+    let root = build(&board)?;
+    run_with(&board, at, signals, &log_file, root)
 }
 
 fn default_run_dir() -> PathBuf {

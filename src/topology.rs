@@ -16,6 +16,7 @@
 //! per sink, sized by the board (default: 2 s of the source's worst case).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::board::{BaudSetting, Board, RangeModel};
@@ -25,6 +26,9 @@ use crate::concurrency::{
 use crate::drivers::lidarlite::LidarLiteV3;
 use crate::drivers::tfluna::TfLuna;
 use crate::drivers::{FaultKind, RangeError, Rangefinder};
+use crate::logger::LoggerBackend;
+use crate::logger::fs::{FileSystem, RealFs};
+use crate::logger::session::Session;
 use crate::records::{CanRecord, GpsRecord, RangeRecord};
 use crate::sim::can_replay::{CanReplay, Capture, Timing};
 use crate::sim::gps::GpsSim;
@@ -149,8 +153,18 @@ fn range_opener(r: &crate::board::RangeSection, handles: &mut SimHandles) -> Ope
     }
 }
 
-/// Builds the firmware tree for `board`.
-pub fn build(board: &Board) -> Result<Topology, TopologyError> {
+/// Builds the firmware tree for `board`, logging into `session` (without one, the logger is a
+/// counting sink: for tests and benchmarks of the rest).
+pub fn build(board: &Board, session: Option<Session>) -> Result<Topology, TopologyError> {
+    build_with(board, session, Arc::new(RealFs))
+}
+
+/// [`build`] with the logger writing through `fs` (tests inject stalls and faults).
+pub fn build_with(
+    board: &Board,
+    session: Option<Session>,
+    fs: Arc<dyn FileSystem>,
+) -> Result<Topology, TopologyError> {
     let sizes = board.queue_sizes();
     let (gps_l_tx, gps_l_rx) = queue::<GpsRecord>(sizes.gps_logger, "gps->logger");
     let (gps_u_tx, gps_u_rx) = queue::<GpsRecord>(sizes.gps_uplink, "gps->uplink");
@@ -248,16 +262,25 @@ pub fn build(board: &Board) -> Result<Topology, TopologyError> {
         sensors.push(Child::new(LoopProcessor::new(src)));
     }
 
-    let logger = SinkLoop::new(
-        "logger",
-        SinkInputs {
-            gps: gps_l_rx,
-            range: rng_l_rx,
-            can: can_l_rx,
-        },
-        Counting::default(),
-        SINK_BATCH,
-    );
+    let logger_inputs = SinkInputs {
+        gps: gps_l_rx,
+        range: rng_l_rx,
+        can: can_l_rx,
+    };
+    let logger: Box<dyn Processor> = match session {
+        Some(s) => Box::new(LoopProcessor::new(SinkLoop::new(
+            "logger",
+            logger_inputs,
+            LoggerBackend::new(board.logger_config(), s, fs),
+            SINK_BATCH,
+        ))),
+        None => Box::new(LoopProcessor::new(SinkLoop::new(
+            "logger",
+            logger_inputs,
+            Counting::default(),
+            SINK_BATCH,
+        ))),
+    };
     let uplink_inputs = SinkInputs {
         gps: gps_u_rx,
         range: rng_u_rx,
@@ -290,7 +313,7 @@ pub fn build(board: &Board) -> Result<Topology, TopologyError> {
         root = root.child(sim);
     }
     root = root
-        .child(LoopProcessor::new(logger))
+        .with_child(Child::boxed(logger))
         .with_child(Child::boxed(uplink));
     if !sensors.is_empty() {
         root = root.child(sensors);

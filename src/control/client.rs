@@ -10,7 +10,7 @@ use super::protocol::{Reply, Request, Status};
 /// Why a request could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {path}: {source} (is harmony running? is --run-dir right?)")]
+    #[error("cannot connect to {path} (is harmony running? is --run-dir right?)")]
     Connect { path: PathBuf, source: io::Error },
     #[error("control socket I/O: {0}")]
     Io(#[from] io::Error),

@@ -5,5 +5,7 @@
 //! * [`candump`]: the can-utils `candump -l` line format, written and read.
 
 pub mod candump;
+pub mod csv;
 pub mod dronecan;
 pub mod nmea;
+pub mod utc;

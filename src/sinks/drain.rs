@@ -45,6 +45,11 @@ pub trait Backend: Send + 'static {
     fn start(&mut self, _ctx: &Context) -> Result<(), BoxError> {
         Ok(())
     }
+    /// Whether the sink can take records now. A sink whose output is stalled says no; the loop
+    /// then leaves the records in the queues (which absorb the stall) and looks again shortly.
+    fn ready(&mut self) -> bool {
+        true
+    }
     fn gps(&mut self, r: &GpsRecord);
     fn range(&mut self, r: &RangeRecord);
     fn can(&mut self, r: &CanRecord);
@@ -63,6 +68,9 @@ pub trait Backend: Send + 'static {
         Ok(())
     }
 }
+
+/// How soon a sink whose backend is not ready looks again.
+pub const STALLED_RETRY: Duration = Duration::from_millis(5);
 
 /// Records taken from one queue per round before the loop looks at the others and its flags.
 pub const ROUND: usize = 4096;
@@ -166,6 +174,9 @@ impl<B: Backend> Loop for SinkLoop<B> {
     }
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
+        if !self.backend.ready() {
+            return Ok(Step::IdleUntil(Instant::now() + STALLED_RETRY));
+        }
         let (n, more) = self.drain_round();
         let wake = self.backend.batch_done(ctx)?;
         if more {
@@ -188,6 +199,9 @@ impl<B: Backend> Loop for SinkLoop<B> {
     /// The sources have stopped (reverse start order): take everything they handed over.
     fn after(&mut self, ctx: &Context) -> Result<(), BoxError> {
         loop {
+            while !self.backend.ready() {
+                std::thread::sleep(STALLED_RETRY);
+            }
             let (n, _) = self.drain_round();
             if n == 0 {
                 break;

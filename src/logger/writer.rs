@@ -1,0 +1,375 @@
+//! The writer thread: the only thread that touches the SD card (PX4's logger splits the same
+//! way: the logger thread formats, a writer thread writes).
+//!
+//! It receives whole chunks of complete lines, appends them, fsyncs when told (at most once a
+//! second by default), rotates segments, and writes `events.log` and `manifest.json`. A stall
+//! here (an SD card pausing for seconds) fills the bounded channel; the logger thread then
+//! stops draining and the sources' queues absorb the stall.
+//!
+//! Disk full (ENOSPC) or any write error: the chunk is dropped and counted, the file is cut
+//! back to its last complete line (so no torn record is left in the middle), the logger is
+//! marked degraded, and one write per second probes whether space is back; everything else
+//! that arrives meanwhile is dropped and counted. Events raised while degraded are kept (up to
+//! a bound) and written when writing resumes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::fs::{FileSystem, LogFile};
+use crate::concurrency::state::now_ms;
+
+/// Index of a data file (one per stream).
+pub type FileId = usize;
+
+/// What the logger thread asks the writer to do.
+pub enum Msg {
+    /// Starts segment `path` of file `file` (closing, after a sync, the previous one).
+    Open {
+        file: FileId,
+        path: PathBuf,
+        header: Option<&'static str>,
+    },
+    /// Complete lines for `file`, holding `records` records.
+    Data {
+        file: FileId,
+        buf: Vec<u8>,
+        records: u32,
+    },
+    /// One complete `events.log` line.
+    Event(Vec<u8>),
+    /// fsync every file written since the last sync.
+    Sync,
+    /// Replace `manifest.json`.
+    Manifest(Vec<u8>),
+    /// Sync and close everything, then exit.
+    Close,
+}
+
+/// Counters the writer publishes (read by the logger thread for metrics and the manifest).
+pub struct WriterStats {
+    pub written_records: Vec<AtomicU64>,
+    pub written_bytes: Vec<AtomicU64>,
+    pub dropped_records: Vec<AtomicU64>,
+    pub degraded: AtomicBool,
+    pub last_fsync_ms: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub events_dropped: AtomicU64,
+}
+
+impl WriterStats {
+    pub fn new(files: usize) -> Self {
+        let v = || (0..files).map(|_| AtomicU64::new(0)).collect();
+        WriterStats {
+            written_records: v(),
+            written_bytes: v(),
+            dropped_records: v(),
+            degraded: AtomicBool::new(false),
+            last_fsync_ms: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+struct Open {
+    handle: Option<Box<dyn LogFile>>,
+    path: PathBuf,
+    header: Option<&'static str>,
+    len: u64,
+    dirty: bool,
+}
+
+/// How long to wait between write attempts while degraded.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+const MAX_PENDING_EVENTS: usize = 1000;
+
+/// The writer thread's state.
+pub struct Writer {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    files: Vec<Open>,
+    events: Open,
+    pending_events: VecDeque<Vec<u8>>,
+    stats: Arc<WriterStats>,
+    degraded_since: Option<Instant>,
+    dropped_while_degraded: u64,
+    next_probe: Instant,
+    free: Sender<Vec<u8>>,
+}
+
+fn write_all(f: &mut dyn LogFile, mut buf: &[u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while !buf.is_empty() {
+        match f.write(buf) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
+            Ok(k) => {
+                n += k;
+                buf = &buf[k..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl Writer {
+    pub fn new(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        files: usize,
+        stats: Arc<WriterStats>,
+        free: Sender<Vec<u8>>,
+    ) -> Self {
+        let closed = |p: PathBuf| Open {
+            handle: None,
+            path: p,
+            header: None,
+            len: 0,
+            dirty: false,
+        };
+        Writer {
+            fs,
+            dir: dir.to_owned(),
+            files: (0..files).map(|_| closed(PathBuf::new())).collect(),
+            events: closed(dir.join("events.log")),
+            pending_events: VecDeque::new(),
+            stats,
+            degraded_since: None,
+            dropped_while_degraded: 0,
+            next_probe: Instant::now(),
+            free,
+        }
+    }
+
+    /// Runs until [`Msg::Close`] or until the logger thread goes away.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        while let Ok(m) = rx.recv() {
+            match m {
+                Msg::Open { file, path, header } => self.open(file, path, header),
+                Msg::Data { file, buf, records } => {
+                    self.data(file, &buf, records);
+                    let mut buf = buf;
+                    buf.clear();
+                    let _ = self.free.try_send(buf);
+                }
+                Msg::Event(line) => self.event(line),
+                Msg::Sync => self.sync(),
+                Msg::Manifest(json) => {
+                    if !self.is_degraded()
+                        && let Err(e) = self.fs.write_atomic(&self.dir.join("manifest.json"), &json)
+                    {
+                        self.failed(&e);
+                    }
+                }
+                Msg::Close => {
+                    self.sync();
+                    return;
+                }
+            }
+        }
+        self.sync();
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.degraded_since.is_some()
+    }
+
+    fn open_handle(&mut self, which: Option<FileId>) -> io::Result<()> {
+        let fs = self.fs.clone();
+        let f = match which {
+            Some(i) => &mut self.files[i],
+            None => &mut self.events,
+        };
+        if f.handle.is_some() {
+            return Ok(());
+        }
+        let (mut h, len) = fs.open_append(&f.path)?;
+        f.len = len;
+        if len == 0
+            && let Some(hdr) = f.header
+        {
+            let mut line = Vec::with_capacity(hdr.len() + 1);
+            line.extend_from_slice(hdr.as_bytes());
+            line.push(b'\n');
+            if let Err(e) = write_all(&mut *h, &line) {
+                let _ = h.truncate(0);
+                return Err(e);
+            }
+            f.len = line.len() as u64;
+            f.dirty = true;
+        }
+        f.handle = Some(h);
+        let _ = fs.sync_dir(&self.dir);
+        Ok(())
+    }
+
+    fn open(&mut self, file: FileId, path: PathBuf, header: Option<&'static str>) {
+        if let Some(f) = self.files.get_mut(file) {
+            if let Some(mut h) = f.handle.take()
+                && f.dirty
+            {
+                let _ = h.sync();
+            }
+            *f = Open {
+                handle: None,
+                path,
+                header,
+                len: 0,
+                dirty: false,
+            };
+            if let Err(e) = self.open_handle(Some(file)) {
+                self.failed(&e);
+            }
+        }
+    }
+
+    fn data(&mut self, file: FileId, buf: &[u8], records: u32) {
+        let now = Instant::now();
+        if self.is_degraded() && now < self.next_probe {
+            self.drop_records(file, records);
+            return;
+        }
+        let res = self.open_handle(Some(file)).and_then(|()| {
+            let f = &mut self.files[file];
+            let h = f.handle.as_mut().expect("opened above");
+            match write_all(&mut **h, buf) {
+                Ok(n) => {
+                    f.len += n as u64;
+                    f.dirty = true;
+                    Ok(())
+                }
+                Err(e) => {
+                    // Leave no partial line behind: cut back to the last complete one.
+                    let _ = h.truncate(f.len);
+                    Err(e)
+                }
+            }
+        });
+        match res {
+            Ok(()) => {
+                self.stats.written_records[file].fetch_add(records as u64, Ordering::Relaxed);
+                self.stats.written_bytes[file].fetch_add(buf.len() as u64, Ordering::Relaxed);
+                if self.is_degraded() {
+                    self.resumed();
+                }
+            }
+            Err(e) => {
+                self.drop_records(file, records);
+                self.failed(&e);
+            }
+        }
+    }
+
+    fn drop_records(&mut self, file: FileId, records: u32) {
+        self.stats.dropped_records[file].fetch_add(records as u64, Ordering::Relaxed);
+        self.dropped_while_degraded += records as u64;
+    }
+
+    /// A write failed: degraded until a probe succeeds.
+    fn failed(&mut self, e: &io::Error) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.next_probe = Instant::now() + PROBE_EVERY;
+        if self.degraded_since.is_none() {
+            self.degraded_since = Some(Instant::now());
+            self.dropped_while_degraded = 0;
+            self.stats.degraded.store(true, Ordering::Release);
+            let full = e.raw_os_error() == Some(nix::libc::ENOSPC);
+            log::error!(
+                "logger degraded: {e}{}; dropping (and counting) records until writing works again",
+                if full { " (disk full)" } else { "" }
+            );
+            self.queue_event(super::events::line(
+                "degraded",
+                format_args!("reason=\"{e}\" disk_full={full}"),
+            ));
+        }
+    }
+
+    fn resumed(&mut self) {
+        let since = self
+            .degraded_since
+            .take()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        self.stats.degraded.store(false, Ordering::Release);
+        log::warn!(
+            "logger writing again after {:.1} s; {} records were dropped meanwhile",
+            since.as_secs_f64(),
+            self.dropped_while_degraded
+        );
+        let ev = super::events::line(
+            "resumed",
+            format_args!(
+                "after_s={:.3} dropped_records={}",
+                since.as_secs_f64(),
+                self.dropped_while_degraded
+            ),
+        );
+        self.queue_event(ev);
+        self.flush_events();
+    }
+
+    fn queue_event(&mut self, line: Vec<u8>) {
+        if self.pending_events.len() >= MAX_PENDING_EVENTS {
+            self.pending_events.pop_front();
+            self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pending_events.push_back(line);
+    }
+
+    fn event(&mut self, line: Vec<u8>) {
+        self.queue_event(line);
+        if !self.is_degraded() {
+            self.flush_events();
+        }
+    }
+
+    fn flush_events(&mut self) {
+        if self.open_handle(None).is_err() {
+            return;
+        }
+        while let Some(line) = self.pending_events.front() {
+            let f = &mut self.events;
+            let h = f.handle.as_mut().expect("opened above");
+            match write_all(&mut **h, line) {
+                Ok(n) => {
+                    f.len += n as u64;
+                    f.dirty = true;
+                    self.pending_events.pop_front();
+                }
+                Err(_) => {
+                    let _ = h.truncate(f.len);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self) {
+        let mut ok = true;
+        for f in self
+            .files
+            .iter_mut()
+            .chain(std::iter::once(&mut self.events))
+        {
+            if f.dirty
+                && let Some(h) = &mut f.handle
+            {
+                match h.sync() {
+                    Ok(()) => f.dirty = false,
+                    Err(_) => ok = false,
+                }
+            }
+        }
+        if ok {
+            self.stats.last_fsync_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+}
