@@ -245,17 +245,8 @@ fn run_tree(
     run_with(&board, at, signals, &log_file, root)
 }
 
-fn default_run_dir() -> PathBuf {
-    let sim = Board::sim().board.run_dir;
-    if socket_path(&sim).exists() {
-        sim
-    } else {
-        PathBuf::from("/run/harmony")
-    }
-}
-
 fn ctl(run_dir: Option<PathBuf>, json: bool, action: CtlAction) -> Result<u8> {
-    let socket = socket_path(&run_dir.unwrap_or_else(default_run_dir));
+    let socket = socket_path(&run_dir.unwrap_or_else(harmony::control::rundir::default_run_dir));
     let req = match action {
         CtlAction::Status => Request::Status {},
         CtlAction::Pause { target } => Request::Pause { target },

@@ -42,10 +42,10 @@ fn harmony_run_on_the_sim_board() {
     );
     assert!(
         wait_until(secs(15), || {
-            metric(&run, "logger", "gps_sentences") > 20
-                && metric(&run, "logger", "gps_fixes") > 2
-                && metric(&run, "logger", "range_readings") > 50
-                && metric(&run, "logger", "can_frames") > 50
+            metric(&run, "logger", "gps_received") > 20
+                && metric(&run, "logger", "gps_fix_received") > 2
+                && metric(&run, "logger", "rangefinder_received") > 50
+                && metric(&run, "logger", "can_received") > 50
                 && metric(&run, "uplink", "gps_fixes") > 2
                 && metric(&run, "uplink", "range_readings") > 20
         }),
@@ -59,7 +59,8 @@ fn harmony_run_on_the_sim_board() {
         assert_eq!(state_of(&run, p).as_deref(), Some("stopped"), "{p}");
     }
     // The sinks drained what the sources handed over before they stopped.
-    assert_eq!(metric(&run, "logger", "dropped"), 0);
+    assert_eq!(metric(&run, "logger", "queue_dropped"), 0);
+    assert_eq!(metric(&run, "logger", "records_dropped"), 0);
 }
 
 /// Issue #3: a board file with a wrong path, a missing field or an impossible value gets an

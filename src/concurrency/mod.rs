@@ -33,7 +33,7 @@ pub use flag::Flag;
 pub use looping::{ErrorBudget, FnLoop, Loop, LoopConfig, LoopProcessor, Step};
 pub use pool::{TaskSender, WorkerPool};
 pub use processor::{BoxError, Context, Outcome, Processor};
-pub use queue::{Consumer, Doorbell, DropReport, Producer, queue};
+pub use queue::{Consumer, Doorbell, DropReport, Producer, QueueGauge, queue};
 pub use registry::{LookupError, Registry, StopReason};
 pub use runner::{Child, Policy, RestartPolicy, RunError, Runner, run_tree};
 pub use signal::{Origin, Signal};

@@ -155,6 +155,31 @@ impl<T> Producer<T> {
     }
 }
 
+/// Publishes a queue's fill and drops as metrics of the producing processor
+/// (`queue.<sink>.len`, `.capacity`, `.dropped`), for `harmony top` and the state files.
+pub struct QueueGauge {
+    len: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl QueueGauge {
+    pub fn new<T>(ctx: &super::Context, sink: &str, p: &Producer<T>) -> Self {
+        ctx.metric(&format!("queue.{sink}.capacity"))
+            .store(p.capacity() as u64, Ordering::Relaxed);
+        QueueGauge {
+            len: ctx.metric(&format!("queue.{sink}.len")),
+            dropped: ctx.metric(&format!("queue.{sink}.dropped")),
+        }
+    }
+
+    /// Call once per batch, not per record.
+    #[inline]
+    pub fn update<T>(&self, p: &Producer<T>) {
+        self.len.store(p.len() as u64, Ordering::Relaxed);
+        self.dropped.store(p.dropped(), Ordering::Relaxed);
+    }
+}
+
 /// Drops on one queue since the sink last asked: what a dropout marker records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropReport {

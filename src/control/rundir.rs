@@ -70,3 +70,14 @@ pub fn prepare(run_dir: &Path, group: Option<&str>) -> Result<(), RunDirError> {
     }
     Ok(())
 }
+
+/// Where `harmony ctl` and `harmony top` look for a running firmware when not told: the sim
+/// board's run directory if its socket exists (a laptop), else `/run/harmony` (the Pi).
+pub fn default_run_dir() -> PathBuf {
+    let sim = crate::board::Board::sim().board.run_dir;
+    if crate::control::server::socket_path(&sim).exists() {
+        sim
+    } else {
+        PathBuf::from("/run/harmony")
+    }
+}

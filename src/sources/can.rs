@@ -12,7 +12,7 @@ use std::time::Instant;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::Reopen;
-use crate::concurrency::{BoxError, Context, Loop, Producer, Step};
+use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::can::CanBus;
 use crate::formats::dronecan::{self, NODE_STATUS_ID, Transfer};
 use crate::records::CanRecord;
@@ -53,6 +53,7 @@ pub struct CanSource {
     to_logger: Producer<CanRecord>,
     to_uplink: Producer<CanRecord>,
     metrics: Option<Metrics>,
+    gauges: Option<[QueueGauge; 2]>,
     finished: bool,
 }
 
@@ -85,6 +86,7 @@ impl CanSource {
             to_logger,
             to_uplink,
             metrics: None,
+            gauges: None,
             finished: false,
         }
     }
@@ -223,6 +225,10 @@ impl Loop for CanSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        self.gauges = Some([
+            QueueGauge::new(ctx, "logger", &self.to_logger),
+            QueueGauge::new(ctx, "uplink", &self.to_uplink),
+        ]);
         self.metrics = Some(Metrics {
             frames: ctx.metric("frames"),
             error_frames: ctx.metric("error_frames"),
@@ -237,6 +243,11 @@ impl Loop for CanSource {
     }
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
+        // Queue fill as of the previous iteration: once per iteration, not per record.
+        if let Some([l, u]) = &self.gauges {
+            l.update(&self.to_logger);
+            u.update(&self.to_uplink);
+        }
         match self.input {
             CanInput::Replay(_) => self.replay(ctx),
             CanInput::Socket(_) => self.socket(ctx),

@@ -19,7 +19,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::Reopen;
 use crate::clock::Stamp;
-use crate::concurrency::{BoxError, Context, Loop, Producer, Step};
+use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::serial::{HUNT_RATES, Uart};
 use crate::formats::nmea::{Event, FixBuilder, Intake, IntakeCounters, sentence};
 use crate::records::GpsRecord;
@@ -102,6 +102,7 @@ pub struct GpsSource {
     fixes: FixBuilder,
     hunt: Option<Hunt>,
     metrics: Option<Metrics>,
+    gauges: Option<[QueueGauge; 2]>,
     buf: Box<[u8; 4096]>,
 }
 
@@ -129,6 +130,7 @@ impl GpsSource {
             fixes: FixBuilder::default(),
             hunt,
             metrics: None,
+            gauges: None,
             buf: Box::new([0; 4096]),
         }
     }
@@ -240,26 +242,9 @@ impl GpsSource {
     }
 }
 
-impl Loop for GpsSource {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.metrics = Some(Metrics::new(ctx));
-        Ok(())
-    }
-
-    fn became_active(&mut self, _ctx: &Context) -> Result<(), BoxError> {
-        // Sentences buffered while paused are stale: drop them.
-        if let Some(p) = &self.port {
-            p.flush_input();
-        }
-        self.intake.reset();
-        Ok(())
-    }
-
-    fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
+impl GpsSource {
+    /// One iteration (the loop's `work` without the queue gauges).
+    fn step(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         let now = Instant::now();
         if self.port.is_none() {
             if !self.reopen.due(now) {
@@ -336,6 +321,39 @@ impl Loop for GpsSource {
             }
         }
         Ok(Step::Continue)
+    }
+}
+
+impl Loop for GpsSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        self.gauges = Some([
+            QueueGauge::new(ctx, "logger", &self.to_logger),
+            QueueGauge::new(ctx, "uplink", &self.to_uplink),
+        ]);
+        self.metrics = Some(Metrics::new(ctx));
+        Ok(())
+    }
+
+    fn became_active(&mut self, _ctx: &Context) -> Result<(), BoxError> {
+        // Sentences buffered while paused are stale: drop them.
+        if let Some(p) = &self.port {
+            p.flush_input();
+        }
+        self.intake.reset();
+        Ok(())
+    }
+
+    fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
+        let step = self.step(ctx);
+        if let Some([l, u]) = &self.gauges {
+            l.update(&self.to_logger);
+            u.update(&self.to_uplink);
+        }
+        step
     }
 
     fn after(&mut self, _ctx: &Context) -> Result<(), BoxError> {

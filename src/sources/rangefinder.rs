@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::Reopen;
 use crate::clock::Stamp;
-use crate::concurrency::{BoxError, Context, Loop, Producer, Step};
+use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::{FaultKind, RangeError, Rangefinder};
 use crate::records::RangeRecord;
 
@@ -49,6 +49,7 @@ pub struct RangeSource {
     to_logger: Producer<RangeRecord>,
     to_uplink: Producer<RangeRecord>,
     metrics: Option<Metrics>,
+    gauges: Option<[QueueGauge; 2]>,
 }
 
 impl RangeSource {
@@ -67,6 +68,7 @@ impl RangeSource {
             to_logger,
             to_uplink,
             metrics: None,
+            gauges: None,
         }
     }
 
@@ -114,6 +116,10 @@ impl Loop for RangeSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        self.gauges = Some([
+            QueueGauge::new(ctx, "logger", &self.to_logger),
+            QueueGauge::new(ctx, "uplink", &self.to_uplink),
+        ]);
         self.metrics = Some(Metrics {
             readings: ctx.metric("readings"),
             nacks: ctx.metric("nacks"),
@@ -127,6 +133,11 @@ impl Loop for RangeSource {
     }
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
+        // Queue fill as of the previous iteration: once per iteration, not per record.
+        if let Some([l, u]) = &self.gauges {
+            l.update(&self.to_logger);
+            u.update(&self.to_uplink);
+        }
         let now = Instant::now();
         if self.dev.is_none() {
             if !self.reopen.due(now) {

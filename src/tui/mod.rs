@@ -27,7 +27,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self as ct, Event as CtEvent, KeyEvent};
 
-use crate::board::Board;
 use crate::control::client;
 use crate::control::protocol::{Reply, Request, Status};
 use crate::control::server::socket_path;
@@ -70,12 +69,7 @@ pub enum TuiError {
 
 /// The same rule `harmony ctl` uses when no run directory is given.
 pub fn default_run_dir() -> PathBuf {
-    let sim = Board::sim().board.run_dir;
-    if socket_path(&sim).exists() {
-        sim
-    } else {
-        PathBuf::from("/run/harmony")
-    }
+    crate::control::rundir::default_run_dir()
 }
 
 /// What the threads tell the main loop.
