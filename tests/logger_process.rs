@@ -108,9 +108,9 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
         let run = dir.path().join("run");
         assert!(wait_until(secs(20), || state_of(&run, "can").as_deref()
             == Some("active")));
-        std::thread::sleep(Duration::from_millis(
-            rng.next(50, 2500) * slow_factor() as u64,
-        ));
+        // Random moments within the first 2.5 s of writing (not scaled under qemu: the moment is
+        // what matters, and the replay writes from its first milliseconds).
+        std::thread::sleep(Duration::from_millis(rng.next(100, 2500)));
         send_signal(&child, Sig::SIGKILL);
         child.wait().unwrap();
         let session = list_sessions(&data).unwrap().pop().unwrap();
