@@ -499,7 +499,8 @@ impl Backend for LoggerBackend {
             FILES,
             self.stats.clone(),
             self.free_tx.clone(),
-        );
+        )
+        .wake_logger_below(ctx.waker().clone(), CHANNEL / 2);
         self.writer = Some(
             std::thread::Builder::new()
                 .name("log-writer".into())

@@ -101,6 +101,8 @@ pub struct Writer {
     dropped_while_degraded: u64,
     next_probe: Instant,
     free: Sender<Vec<u8>>,
+    /// Woken when the channel drains below `resume_below` (the logger stopped draining at it).
+    logger: Option<(Arc<crate::concurrency::Waker>, usize)>,
 }
 
 fn write_all(f: &mut dyn LogFile, mut buf: &[u8]) -> io::Result<usize> {
@@ -145,12 +147,28 @@ impl Writer {
             dropped_while_degraded: 0,
             next_probe: Instant::now(),
             free,
+            logger: None,
         }
+    }
+
+    /// Wakes `w` whenever the channel's backlog falls to `resume_below` messages.
+    pub fn wake_logger_below(
+        mut self,
+        w: Arc<crate::concurrency::Waker>,
+        resume_below: usize,
+    ) -> Self {
+        self.logger = Some((w, resume_below));
+        self
     }
 
     /// Runs until [`Msg::Close`] or until the logger thread goes away.
     pub fn run(mut self, rx: Receiver<Msg>) {
         while let Ok(m) = rx.recv() {
+            if let Some((w, below)) = &self.logger
+                && rx.len() + 1 == *below
+            {
+                w.wake();
+            }
             match m {
                 Msg::Open { file, path, header } => self.open(file, path, header),
                 Msg::Data { file, buf, records } => {

@@ -69,8 +69,9 @@ pub trait Backend: Send + 'static {
     }
 }
 
-/// How soon a sink whose backend is not ready looks again.
-pub const STALLED_RETRY: Duration = Duration::from_millis(5);
+/// How soon a sink whose backend is not ready looks again (a backend that can wake the sink
+/// when it is ready again, like the logger's writer, does so earlier).
+pub const STALLED_RETRY: Duration = Duration::from_millis(20);
 
 /// Records taken from one queue per round before the loop looks at the others and its flags.
 pub const ROUND: usize = 4096;
@@ -200,7 +201,7 @@ impl<B: Backend> Loop for SinkLoop<B> {
     fn after(&mut self, ctx: &Context) -> Result<(), BoxError> {
         loop {
             while !self.backend.ready() {
-                std::thread::sleep(STALLED_RETRY);
+                std::thread::sleep(Duration::from_millis(1));
             }
             let (n, _) = self.drain_round();
             if n == 0 {
