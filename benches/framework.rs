@@ -4,6 +4,9 @@
 //! The stop-latency and idle figures spawn the real `harmony` binary (`harmony demo`), so they
 //! include signal delivery, the reverse-order stop, the final state-file write and exit.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,11 +18,6 @@ use harmony::concurrency::{
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 fn state(run: &Path, name: &str) -> Option<String> {
     harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
@@ -75,8 +73,8 @@ fn stop_latency(runs: usize) {
         assert!(status.success());
     }
     let max = ms.iter().cloned().fold(0.0, f64::max);
-    let med = percentile(&mut ms, 0.5);
-    let p90 = percentile(&mut ms, 0.9);
+    let med = common::percentile(&mut ms, 0.5);
+    let p90 = common::percentile(&mut ms, 0.9);
     println!(
         "stop latency (SIGTERM -> exit, 10 loops, {runs} runs): median {med:.2} ms, p90 {p90:.2} ms, max {max:.2} ms; \
          Python original >= 1500 ms by design (1 s queue timeout + 0.5 s sleep): {:.0}x",
@@ -142,26 +140,16 @@ fn pause_resume(toggles: usize) {
     }
     registry.request_stop_all(StopReason::Requested("bench".into()));
     h.join().unwrap();
-    let med = percentile(&mut us, 0.5);
-    let p99 = percentile(&mut us, 0.99);
+    let med = common::percentile(&mut us, 0.5);
+    let p99 = common::percentile(&mut us, 0.99);
     println!(
         "pause/resume reaction (flag set -> parked loop observes, {toggles} toggles): median {med:.1} us, p99 {p99:.1} us"
     );
 }
 
-fn clk_tck() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64
-}
-
 /// (utime + stime ticks, context switches over all threads).
 fn proc_sample(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let ticks = common::process_ticks(pid);
     let mut switches = 0;
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
@@ -190,7 +178,7 @@ fn idle_cost(secs: u64) {
     let wall = w0.elapsed().as_secs_f64();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     child.wait().unwrap();
-    let cpu = (t1 - t0) as f64 / clk_tck() / wall * 100.0;
+    let cpu = (t1 - t0) as f64 / common::clk_tck() / wall * 100.0;
     let wakeups = (s1 - s0) as f64 / wall;
     println!(
         "idle cost (10 loops waiting, {wall:.1} s): {cpu:.3}% of one core, {wakeups:.1} wake-ups/s over all threads (context switches from /proc)"
@@ -199,11 +187,7 @@ fn idle_cost(secs: u64) {
 
 fn main() {
     // `cargo bench` passes --bench; a filter word selects one figure.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |n: &str| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str()));
+    let want = common::wanted();
     if want("stop") {
         stop_latency(30);
     }

@@ -8,6 +8,9 @@
 //! * cpu: the logger's two threads (`logger`, `log-writer`) at 16,000 frames/s in the running
 //!   firmware, from /proc per-thread times.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
@@ -130,11 +133,6 @@ fn python_can(dir: &std::path::Path, n: u64) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn write_bench() {
     let dir = tempfile::tempdir_in(".").unwrap();
     // Alternate the two, three rounds each; medians (the machine is shared and noisy).
@@ -144,7 +142,10 @@ fn write_bench() {
         ours.push(logger_path(d.path()));
         raw.push(raw_write(d.path()));
     }
-    let (ours, raw) = (median(ours), median(raw));
+    let (ours, raw) = (
+        common::percentile(&mut ours, 0.5),
+        common::percentile(&mut raw, 0.5),
+    );
     let py = python_can(dir.path(), 1_000_000);
     println!(
         "candump logging, {N} frames (29-bit, 8 bytes) to a file on {}, median of 3: logger {:.2} M frames/s; raw write of the same lines pre-formatted {:.2} M frames/s (logger = {:.2}x of that limit){}",
@@ -162,24 +163,6 @@ fn write_bench() {
             None => String::new(),
         }
     );
-}
-
-fn thread_ticks(pid: u32, names: &[&str]) -> u64 {
-    let mut t = 0;
-    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if names.contains(&comm.trim()) {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            if let Some(i) = stat.rfind(')') {
-                let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
-                t += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    t
 }
 
 fn cpu_bench() {
@@ -209,9 +192,9 @@ fn cpu_bench() {
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    let (a, t0) = (thread_ticks(child.id(), &names), Instant::now());
+    let (a, t0) = (common::thread_ticks(child.id(), &names), Instant::now());
     std::thread::sleep(Duration::from_secs(10));
-    let b = thread_ticks(child.id(), &names);
+    let b = common::thread_ticks(child.id(), &names);
     let wall = t0.elapsed().as_secs_f64();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -226,11 +209,7 @@ fn cpu_bench() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |n: &str| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str()));
+    let want = common::wanted();
     if want("write") {
         write_bench();
     }

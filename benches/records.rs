@@ -7,6 +7,9 @@
 //! * cpu: the whole firmware (`harmony run`, simulated board) with the CAN replay at 16,000
 //!   frames/s, CPU of the process from /proc over 10 s.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::spin_loop;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -115,21 +118,6 @@ fn queue_bench() {
     );
 }
 
-fn clk_tck() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 fn metric(run: &std::path::Path, p: &str, m: &str) -> u64 {
     harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
         run, p,
@@ -169,14 +157,20 @@ pub fn topology_cpu(extra_board: &str, secs: u64) -> (f64, f64) {
         .unwrap();
     let run = dir.path().join("harmony-data/run");
     std::thread::sleep(Duration::from_secs(3));
-    let (c0, f0) = (cpu_ticks(child.id()), metric(&run, "can", "frames"));
+    let (c0, f0) = (
+        common::process_ticks(child.id()),
+        metric(&run, "can", "frames"),
+    );
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let (c1, f1) = (cpu_ticks(child.id()), metric(&run, "can", "frames"));
+    let (c1, f1) = (
+        common::process_ticks(child.id()),
+        metric(&run, "can", "frames"),
+    );
     let wall = t0.elapsed().as_secs_f64();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     child.wait().unwrap();
-    let cpu = (c1 - c0) as f64 / clk_tck() / wall * 100.0;
+    let cpu = (c1 - c0) as f64 / common::clk_tck() / wall * 100.0;
     let fps = (f1 - f0) as f64 / wall;
     (cpu, fps)
 }
@@ -190,11 +184,7 @@ fn cpu_bench() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |n: &str| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str()));
+    let want = common::wanted();
     if want("queue") {
         queue_bench();
     }

@@ -296,33 +296,27 @@ impl LoggerBackend {
     fn look_at_states(&mut self, ctx: &Context) {
         for e in ctx.registry().entries() {
             let (state, note) = (e.state(), e.note());
-            match self.states.iter_mut().find(|(p, _, _)| *p == e.path) {
-                Some((_, s, n)) if *s == state && *n == note => {}
+            let changed = match self.states.iter_mut().find(|(p, _, _)| *p == e.path) {
+                Some((_, s, n)) if *s == state && *n == note => false,
                 Some((_, s, n)) => {
                     *s = state;
-                    *n = note.clone();
-                    self.event(
-                        "state",
-                        format_args!(
-                            "proc={} state={state} note=\"{}\"",
-                            e.path,
-                            note.replace('"', "'")
-                        ),
-                    );
+                    n.clone_from(&note);
+                    true
                 }
                 None => {
                     self.states.push((e.path.clone(), state, note.clone()));
-                    if !note.is_empty() || state != ProcState::Active {
-                        self.event(
-                            "state",
-                            format_args!(
-                                "proc={} state={state} note=\"{}\"",
-                                e.path,
-                                note.replace('"', "'")
-                            ),
-                        );
-                    }
+                    !note.is_empty() || state != ProcState::Active
                 }
+            };
+            if changed {
+                self.event(
+                    "state",
+                    format_args!(
+                        "proc={} state={state} note=\"{}\"",
+                        e.path,
+                        note.replace('"', "'")
+                    ),
+                );
             }
         }
     }

@@ -76,6 +76,20 @@ pub const STALLED_RETRY: Duration = Duration::from_millis(20);
 /// Records taken from one queue per round before the loop looks at the others and its flags.
 pub const ROUND: usize = 4096;
 
+/// Hands up to [`ROUND`] records of one queue to `f`; returns how many.
+#[inline]
+fn drain_one<T>(c: &Consumer<T>, mut f: impl FnMut(&T)) -> usize {
+    let mut n = 0;
+    while n < ROUND {
+        match c.pop() {
+            Some(r) => f(&r),
+            None => break,
+        }
+        n += 1;
+    }
+    n
+}
+
 /// A sink: its queues, its backend, and the drain policy.
 pub struct SinkLoop<B: Backend> {
     name: String,
@@ -101,38 +115,14 @@ impl<B: Backend> SinkLoop<B> {
 
     /// Drains each queue once (up to [`ROUND`] records each); returns (records, any queue full).
     fn drain_round(&mut self) -> (usize, bool) {
-        let mut total = 0;
-        let mut more = false;
-        let mut n = 0;
-        while n < ROUND {
-            match self.inputs.can.pop() {
-                Some(r) => self.backend.can(&r),
-                None => break,
-            }
-            n += 1;
-        }
-        more |= n == ROUND;
-        total += n;
-        n = 0;
-        while n < ROUND {
-            match self.inputs.gps.pop() {
-                Some(r) => self.backend.gps(&r),
-                None => break,
-            }
-            n += 1;
-        }
-        more |= n == ROUND;
-        total += n;
-        n = 0;
-        while n < ROUND {
-            match self.inputs.range.pop() {
-                Some(r) => self.backend.range(&r),
-                None => break,
-            }
-            n += 1;
-        }
-        more |= n == ROUND;
-        total += n;
+        let b = &mut self.backend;
+        let counts = [
+            drain_one(&self.inputs.can, |r| b.can(r)),
+            drain_one(&self.inputs.gps, |r| b.gps(r)),
+            drain_one(&self.inputs.range, |r| b.range(r)),
+        ];
+        let total = counts.iter().sum();
+        let more = counts.contains(&ROUND);
         if let Some(d) = self.inputs.gps.take_drops() {
             self.backend.dropout(Source::Gps, d);
         }

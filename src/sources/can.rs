@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollTimeout;
 
 use super::Reopen;
 use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
@@ -187,21 +187,7 @@ impl CanSource {
                 Ok(Some(f)) => self.deliver(f),
                 Ok(None) => {
                     let bus = self.bus.as_ref().expect("open");
-                    let wake = ctx.waker().fd();
-                    let mut fds = [
-                        PollFd::new(bus.fd(), PollFlags::POLLIN),
-                        PollFd::new(wake.unwrap_or(bus.fd()), PollFlags::POLLIN),
-                    ];
-                    let t = if wake.is_some() {
-                        PollTimeout::NONE
-                    } else {
-                        PollTimeout::from(100u16)
-                    };
-                    match ctx.wait_io(|| poll(&mut fds, t)) {
-                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                        Err(e) => return Err(Box::new(e)),
-                    }
-                    ctx.waker().clear_fd();
+                    super::wait_readable(ctx, bus.fd(), PollTimeout::NONE)?;
                     return Ok(Step::Continue);
                 }
                 Err(e) => {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFlags, PollTimeout};
 
 use super::Reopen;
 use crate::clock::Stamp;
@@ -276,29 +276,9 @@ impl GpsSource {
             _ => PollTimeout::NONE,
         };
         let port = self.port.as_mut().expect("opened above");
-        let (ready, hup) = {
-            let wake = ctx.waker().fd();
-            let mut fds = [
-                PollFd::new(port.fd(), PollFlags::POLLIN),
-                PollFd::new(wake.unwrap_or(port.fd()), PollFlags::POLLIN),
-            ];
-            // Without an eventfd, fall back to a short timeout so stop is still seen.
-            let t = if wake.is_some() {
-                timeout
-            } else {
-                PollTimeout::from(100u16)
-            };
-            match ctx.wait_io(|| poll(&mut fds, t)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Box::new(e)),
-            }
-            let rev = fds[0].revents().unwrap_or(PollFlags::empty());
-            (
-                rev.contains(PollFlags::POLLIN),
-                rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL),
-            )
-        };
-        ctx.waker().clear_fd();
+        let rev = super::wait_readable(ctx, port.fd(), timeout)?;
+        let ready = rev.contains(PollFlags::POLLIN);
+        let hup = rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL);
         if ready || hup {
             match port.read_available(&mut self.buf[..]) {
                 Ok(0) if hup => self.lost(ctx, "hung up"),

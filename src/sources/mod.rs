@@ -10,7 +10,12 @@ pub mod can;
 pub mod gps;
 pub mod rangefinder;
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::concurrency::Context;
 
 /// How often a vanished device is tried again.
 pub const REOPEN_EVERY: Duration = Duration::from_secs(2);
@@ -55,4 +60,34 @@ impl Reopen {
     pub fn succeeded(&mut self) {
         self.failures = 0;
     }
+}
+
+/// Sleeps in `poll(2)` until `fd` is readable, the processor is woken (stop, pause, a signal),
+/// or `timeout`; returns the device's poll flags (empty when it was not the device).
+///
+/// The time spent here is not work as far as the watchdog is concerned (see
+/// `Context::wait_io`). Without an eventfd (out of descriptors) the wait is capped at 100 ms so
+/// stop is still seen.
+pub fn wait_readable(
+    ctx: &Context,
+    fd: BorrowedFd<'_>,
+    timeout: PollTimeout,
+) -> nix::Result<PollFlags> {
+    let wake = ctx.waker().fd();
+    let mut fds = [
+        PollFd::new(fd, PollFlags::POLLIN),
+        PollFd::new(wake.unwrap_or(fd), PollFlags::POLLIN),
+    ];
+    let t = if wake.is_some() {
+        timeout
+    } else {
+        PollTimeout::from(100u16)
+    };
+    match ctx.wait_io(|| poll(&mut fds, t)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e),
+    }
+    let rev = fds[0].revents().unwrap_or(PollFlags::empty());
+    ctx.waker().clear_fd();
+    Ok(rev)
 }

@@ -1,0 +1,53 @@
+//! Helpers shared by the bench binaries: CPU time from /proc and argument filtering.
+#![allow(dead_code)]
+
+/// Clock ticks per second of /proc's times.
+pub fn clk_tck() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+/// utime + stime of a /proc `stat` file's text.
+fn ticks_of(stat: &str) -> u64 {
+    let Some(i) = stat.rfind(')') else { return 0 };
+    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// CPU ticks of a whole process.
+pub fn process_ticks(pid: u32) -> u64 {
+    ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU ticks of a process's threads with these names.
+pub fn thread_ticks(pid: u32, names: &[&str]) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            names.contains(&comm.trim())
+        })
+        .map(|e| ticks_of(&std::fs::read_to_string(e.path().join("stat")).unwrap_or_default()))
+        .sum()
+}
+
+/// The `p` quantile (0..=1) of `v`.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Which figures to run: words on the command line select by substring; none means all
+/// (`cargo bench` itself passes `--bench`).
+pub fn wanted() -> impl Fn(&str) -> bool {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    move |n: &str| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str()))
+}
