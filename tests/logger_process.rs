@@ -97,14 +97,16 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
     let mut rng = Lcg(seed);
     let mut kills_with_data = 0;
     for i in 0..20 {
-        let mut child = harmony(
-            dir.path(),
-            &["run", "--board", b.to_str().unwrap(), "--log-level", "warn"],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        let mut child = KillOnDrop(
+            harmony(
+                dir.path(),
+                &["run", "--board", b.to_str().unwrap(), "--log-level", "warn"],
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
         let run = dir.path().join("run");
         assert!(wait_until(secs(20), || state_of(&run, "can").as_deref()
             == Some("active")));

@@ -46,13 +46,15 @@ fn ready_watchdog_stopping_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    let mut child = harmony(dir.path(), &["run", "--data-dir", "data"])
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", (1_000_000 * slow_factor()).to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        harmony(dir.path(), &["run", "--data-dir", "data"])
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", (1_000_000 * slow_factor()).to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut pings = 0;
     let msgs = collect(&sock, secs(20), |m| {
         if m.lines().any(|l| l == "WATCHDOG=1") {
@@ -102,27 +104,29 @@ fn stuck_processor_stops_the_pings() {
     let sock = UnixDatagram::bind(&path).unwrap();
     let wd_ms = 1000 * slow_factor() as u64;
     let stall_ms = 3 * wd_ms;
-    let mut child = harmony(
-        dir.path(),
-        &[
-            "demo",
-            "--loops",
-            "2",
-            "--no-pools",
-            "--period-ms",
-            "20",
-            "--data-dir",
-            "data",
-            "--stall-after-ms",
-            &stall_ms.to_string(),
-        ],
-    )
-    .env("NOTIFY_SOCKET", &path)
-    .env("WATCHDOG_USEC", (wd_ms * 1000).to_string())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = KillOnDrop(
+        harmony(
+            dir.path(),
+            &[
+                "demo",
+                "--loops",
+                "2",
+                "--no-pools",
+                "--period-ms",
+                "20",
+                "--data-dir",
+                "data",
+                "--stall-after-ms",
+                &stall_ms.to_string(),
+            ],
+        )
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", (wd_ms * 1000).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     let t0 = Instant::now();
     let msgs = collect(&sock, Duration::from_millis(stall_ms * 3), |_| false);
     let _ = child.kill();

@@ -44,15 +44,43 @@ pub fn harmony(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Spawns a long-running harmony command with output captured to files in `dir`.
-pub fn spawn_harmony(dir: &Path, args: &[&str]) -> Child {
+/// A child process killed when dropped, so a failing test leaves no firmware running.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Spawns a long-running harmony command with output captured to files in `dir`; killed when
+/// the returned guard is dropped.
+pub fn spawn_harmony(dir: &Path, args: &[&str]) -> KillOnDrop {
     let out = std::fs::File::create(dir.join("stdout.txt")).unwrap();
     let err = std::fs::File::create(dir.join("stderr.txt")).unwrap();
-    harmony(dir, args)
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("spawn harmony")
+    KillOnDrop(
+        harmony(dir, args)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn harmony"),
+    )
 }
 
 /// Waits for a child to exit, up to `timeout`; kills it if it does not.
