@@ -1,0 +1,403 @@
+//! MAVLink frames in and out, shared by the uplink and the ground station.
+//!
+//! * [`Framer`] serializes a message into one reused frame buffer, so its size is known before
+//!   the budget is asked, and signs it only when it is really sent (a signature spends a
+//!   timestamp).
+//! * [`Decoder`] finds frames in whatever bytes arrive (the crate's frame decoder: garbage,
+//!   bad CRCs and unknown message ids are skipped) without ever blocking: bytes are pushed in
+//!   as the caller reads them from a non-blocking device.
+//! * Builders turn the firmware's records into messages, with every field set on purpose (the
+//!   crate's defaults would say "armed" or "emergency").
+
+use std::io::{self, Read};
+
+use mavlink::dialects::common::{
+    CAN_FRAME_DATA, DISTANCE_SENSOR_DATA, GPS_RAW_INT_DATA, GpsFixType, HEARTBEAT_DATA,
+    MavAutopilot, MavDistanceSensor, MavMessage, MavModeFlag, MavSensorOrientation, MavSeverity,
+    MavState, MavType, NAMED_VALUE_INT_DATA, STATUSTEXT_DATA,
+};
+use mavlink::error::{MessageReadError, ParserError};
+use mavlink::types::CharArray;
+use mavlink::{MAVLinkMessageRaw, MAVLinkV2MessageRaw, MavHeader, MavlinkReader, Message};
+
+use super::signing::Signer;
+use crate::records::{CAN_EFF_FLAG, CAN_EFF_MASK, CanRecord, Fix, FixQuality, RangeRecord};
+
+/// Serializes and signs outgoing frames.
+pub struct Framer {
+    system_id: u8,
+    component_id: u8,
+    sequence: u8,
+    signer: Option<Signer>,
+    raw: MAVLinkV2MessageRaw,
+    len: usize,
+}
+
+impl Framer {
+    pub fn new(system_id: u8, component_id: u8, signer: Option<Signer>) -> Self {
+        Framer {
+            system_id,
+            component_id,
+            sequence: 0,
+            signer,
+            raw: MAVLinkV2MessageRaw::new(),
+            len: 0,
+        }
+    }
+
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    pub fn signer_mut(&mut self) -> Option<&mut Signer> {
+        self.signer.as_mut()
+    }
+
+    /// Serializes `msg`; returns the frame's size on the wire (signature included).
+    pub fn encode(&mut self, msg: &MavMessage) -> usize {
+        let header = MavHeader {
+            system_id: self.system_id as u32,
+            component_id: self.component_id,
+            sequence: self.sequence,
+        };
+        self.raw = MAVLinkV2MessageRaw::new();
+        if self.signer.is_some() {
+            self.raw.serialize_message_for_signing(header, msg);
+        } else {
+            self.raw.serialize_message(header, msg);
+        }
+        self.len = self.raw.raw_bytes().len();
+        self.len
+    }
+
+    /// Signs the frame last encoded, advances the sequence and returns the bytes to write.
+    pub fn finish(&mut self) -> &[u8] {
+        if let Some(s) = &mut self.signer {
+            s.sign(&mut self.raw);
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        &self.raw.raw_bytes()[..self.len]
+    }
+
+    /// Encodes and finishes in one go.
+    pub fn frame(&mut self, msg: &MavMessage) -> &[u8] {
+        self.encode(msg);
+        self.finish()
+    }
+}
+
+/// Bytes handed to the crate's reader; "would block" when they are used up.
+struct Pushed {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Pushed {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Finds CRC-valid frames of the common dialect in pushed bytes.
+pub struct Decoder {
+    reader: MavlinkReader<Pushed>,
+    bytes: u64,
+    frames: u64,
+    frame_bytes: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            reader: MavlinkReader::with_capacity(
+                4096,
+                Pushed {
+                    buf: Vec::with_capacity(4096),
+                    pos: 0,
+                },
+            ),
+            bytes: 0,
+            frames: 0,
+            frame_bytes: 0,
+        }
+    }
+}
+
+impl Decoder {
+    /// Adds received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        let p = self.reader.get_mut();
+        if p.pos >= p.buf.len() {
+            p.buf.clear();
+            p.pos = 0;
+        }
+        p.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, or `None` until more bytes are pushed.
+    pub fn next_frame(&mut self) -> Option<MAVLinkMessageRaw> {
+        loop {
+            match self.reader.read_any_raw_message::<MavMessage>() {
+                Ok(m) => {
+                    self.frames += 1;
+                    self.frame_bytes += frame_len(&m) as u64;
+                    return Some(m);
+                }
+                Err(MessageReadError::Parse(_)) => continue,
+                Err(MessageReadError::Io(_)) => return None,
+            }
+        }
+    }
+
+    /// Bytes pushed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Frames found so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes that were not part of a frame (garbage, damaged frames), roughly: bytes still
+    /// buffered for an incomplete frame count too.
+    pub fn skipped(&self) -> u64 {
+        self.bytes.saturating_sub(self.frame_bytes)
+    }
+}
+
+/// A frame's length on the wire.
+pub fn frame_len(m: &MAVLinkMessageRaw) -> usize {
+    match m {
+        MAVLinkMessageRaw::V1(r) => r.raw_bytes().len(),
+        MAVLinkMessageRaw::V2(r) => r.raw_bytes().len(),
+    }
+}
+
+/// `(system, component)` of a frame's sender.
+pub fn sender(m: &MAVLinkMessageRaw) -> (u32, u8) {
+    (m.system_id(), m.component_id())
+}
+
+/// Decodes a frame's message.
+pub fn parse(m: &MAVLinkMessageRaw) -> Result<MavMessage, ParserError> {
+    MavMessage::parse(m.version(), m.message_id(), m.payload())
+}
+
+/// Our heartbeat: an onboard controller, not an autopilot, never armed.
+pub fn heartbeat(mavtype: MavType, state: MavState) -> MavMessage {
+    MavMessage::HEARTBEAT(HEARTBEAT_DATA {
+        custom_mode: 0,
+        mavtype,
+        autopilot: MavAutopilot::MAV_AUTOPILOT_INVALID,
+        base_mode: MavModeFlag::empty(),
+        system_status: state,
+        mavlink_version: mavlink::dialects::common::MINOR_MAVLINK_VERSION,
+    })
+}
+
+fn fix_type(f: &Fix) -> GpsFixType {
+    if f.lat_deg.is_none() || f.lon_deg.is_none() {
+        return GpsFixType::GPS_FIX_TYPE_NO_FIX;
+    }
+    match f.quality {
+        FixQuality::Invalid => GpsFixType::GPS_FIX_TYPE_NO_FIX,
+        FixQuality::DGps => GpsFixType::GPS_FIX_TYPE_DGPS,
+        FixQuality::Rtk => GpsFixType::GPS_FIX_TYPE_RTK_FIXED,
+        FixQuality::FloatRtk => GpsFixType::GPS_FIX_TYPE_RTK_FLOAT,
+        FixQuality::Manual => GpsFixType::GPS_FIX_TYPE_STATIC,
+        FixQuality::Estimated => GpsFixType::GPS_FIX_TYPE_2D_FIX,
+        FixQuality::Gps | FixQuality::Pps | FixQuality::Simulation => {
+            if f.alt_msl_m.is_some() {
+                GpsFixType::GPS_FIX_TYPE_3D_FIX
+            } else {
+                GpsFixType::GPS_FIX_TYPE_2D_FIX
+            }
+        }
+    }
+}
+
+fn scaled_u16(v: Option<f32>, scale: f32) -> u16 {
+    match v {
+        Some(x) if x.is_finite() && x >= 0.0 => (x * scale).round().min(65534.0) as u16,
+        _ => u16::MAX,
+    }
+}
+
+/// The fix's time for GPS_RAW_INT: UTC µs when the receiver gave a date, else boot µs.
+pub fn fix_time_usec(f: &Fix) -> u64 {
+    match f.utc_ns {
+        Some(ns) if ns > 0 => ns as u64 / 1000,
+        _ => f.stamp.boot_ns / 1000,
+    }
+}
+
+/// GPS_RAW_INT from a fix (unknown values as the message defines them: UINT16_MAX etc.).
+pub fn gps_raw_int(f: &Fix) -> MavMessage {
+    let deg = |v: Option<f64>| v.map_or(0, |d| (d * 1e7).round() as i32);
+    MavMessage::GPS_RAW_INT(GPS_RAW_INT_DATA {
+        time_usec: fix_time_usec(f),
+        lat: deg(f.lat_deg),
+        lon: deg(f.lon_deg),
+        alt: f.alt_msl_m.map_or(0, |a| (a * 1000.0).round() as i32),
+        eph: scaled_u16(f.hdop, 100.0),
+        epv: u16::MAX,
+        vel: scaled_u16(f.speed_mps, 100.0),
+        cog: scaled_u16(f.course_deg.map(|c| c.rem_euclid(360.0)), 100.0),
+        fix_type: fix_type(f),
+        satellites_visible: f.satellites.unwrap_or(u8::MAX),
+    })
+}
+
+/// DISTANCE_SENSOR from a reading, pointing down. A reading the sensor flagged (weak,
+/// saturated, invalid, fault) is sent as `max + 1` cm: "no valid distance", as ArduPilot does.
+pub fn distance_sensor(r: &RangeRecord, min_cm: u16, max_cm: u16) -> MavMessage {
+    let current = if r.status == crate::records::RangeStatus::Ok {
+        r.distance_cm
+    } else {
+        max_cm.saturating_add(1)
+    };
+    MavMessage::DISTANCE_SENSOR(DISTANCE_SENSOR_DATA {
+        time_boot_ms: (r.stamp.boot_ns / 1_000_000) as u32,
+        min_distance: min_cm,
+        max_distance: max_cm,
+        current_distance: current,
+        mavtype: MavDistanceSensor::MAV_DISTANCE_SENSOR_LASER,
+        id: 0,
+        orientation: MavSensorOrientation::MAV_SENSOR_ROTATION_PITCH_270,
+        covariance: u8::MAX,
+    })
+}
+
+/// CAN_FRAME from a data frame; the id keeps bit 31 for extended frames (Linux's and
+/// ArduPilot's convention).
+pub fn can_frame(r: &CanRecord) -> MavMessage {
+    let id = if r.is_extended() {
+        CAN_EFF_FLAG | (r.id & CAN_EFF_MASK)
+    } else {
+        r.raw_id()
+    };
+    MavMessage::CAN_FRAME(CAN_FRAME_DATA {
+        id,
+        target_system: 0,
+        target_component: 0,
+        bus: 0,
+        len: r.len.min(8),
+        data: r.data,
+    })
+}
+
+/// A named integer (names longer than 10 bytes are cut, as the message allows no more).
+pub fn named_int(name: CharArray<10>, value: i32, boot_ms: u32) -> MavMessage {
+    MavMessage::NAMED_VALUE_INT(NAMED_VALUE_INT_DATA {
+        time_boot_ms: boot_ms,
+        value,
+        name,
+    })
+}
+
+/// A name cut to 10 bytes at a character boundary.
+pub fn name10(s: &str) -> CharArray<10> {
+    CharArray::from(cut(s, 10))
+}
+
+/// A STATUSTEXT (text cut to 50 bytes at a character boundary).
+pub fn statustext(severity: MavSeverity, text: &str) -> MavMessage {
+    MavMessage::STATUSTEXT(STATUSTEXT_DATA {
+        severity,
+        text: CharArray::from(cut(text, 50)),
+    })
+}
+
+fn cut(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut i = n;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    &s[..i]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Stamp;
+
+    #[test]
+    fn frames_decode_through_garbage_and_split_reads() {
+        let mut f = Framer::new(1, 191, None);
+        let mut wire = b"\xfd\x00garbage\xfe\x09".to_vec();
+        wire.extend_from_slice(f.frame(&heartbeat(
+            MavType::MAV_TYPE_ONBOARD_CONTROLLER,
+            MavState::MAV_STATE_ACTIVE,
+        )));
+        wire.extend_from_slice(b"\x00\xfd\xfd\xff");
+        wire.extend_from_slice(f.frame(&statustext(MavSeverity::MAV_SEVERITY_ERROR, "gps failed")));
+        let mut d = Decoder::default();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(3) {
+            d.push(chunk);
+            while let Some(m) = d.next_frame() {
+                got.push(parse(&m).unwrap());
+            }
+        }
+        assert_eq!(got.len(), 2);
+        match &got[0] {
+            MavMessage::HEARTBEAT(h) => {
+                assert!(h.base_mode.is_empty(), "never armed");
+                assert_eq!(h.mavtype, MavType::MAV_TYPE_ONBOARD_CONTROLLER);
+            }
+            m => panic!("{m:?}"),
+        }
+        match &got[1] {
+            MavMessage::STATUSTEXT(t) => assert_eq!(t.text.to_str().unwrap(), "gps failed"),
+            m => panic!("{m:?}"),
+        }
+        assert_eq!(d.frames(), 2);
+        assert!(d.skipped() >= 13);
+    }
+
+    #[test]
+    fn fix_fields_are_scaled_and_unknowns_marked() {
+        let fix = Fix {
+            stamp: Stamp::default(),
+            utc_ns: Some(1_700_000_000_000_000_000),
+            lat_deg: Some(53.3613367),
+            lon_deg: Some(-6.50562),
+            alt_msl_m: Some(61.7),
+            quality: FixQuality::Gps,
+            satellites: Some(8),
+            hdop: Some(1.03),
+            speed_mps: None,
+            course_deg: None,
+            time_of_day_s: None,
+        };
+        let MavMessage::GPS_RAW_INT(g) = gps_raw_int(&fix) else {
+            panic!()
+        };
+        assert_eq!(g.lat, 533_613_367);
+        assert_eq!(g.lon, -65_056_200);
+        assert_eq!(g.alt, 61_700);
+        assert_eq!(g.eph, 103);
+        assert_eq!(g.vel, u16::MAX);
+        assert_eq!(g.fix_type, GpsFixType::GPS_FIX_TYPE_3D_FIX);
+        assert_eq!(g.time_usec, 1_700_000_000_000_000);
+    }
+
+    #[test]
+    fn names_and_texts_are_cut_at_char_boundaries() {
+        assert_eq!(name10("rangefinder-long").to_str().unwrap(), "rangefinde");
+        assert_eq!(cut("ééééééé", 5), "éé");
+    }
+}
