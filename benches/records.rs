@@ -131,13 +131,16 @@ fn metric(run: &std::path::Path, p: &str, m: &str) -> u64 {
 pub fn topology_cpu(extra_board: &str, secs: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let board = dir.path().join("board.toml");
-    // The sim board with the replay's pacing removed; `extra_board` lands in [can.replay], the
-    // board file's last table.
-    let mut text = harmony::board::SIM_BOARD.replace(
-        "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0",
-        "[can.replay]\ncapture = \"builtin:canboat\"",
+    // The sim board with the replay's pacing replaced by `extra_board` (lines of [can.replay]).
+    let paced = "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0\n";
+    assert!(
+        harmony::board::SIM_BOARD.contains(paced),
+        "the sim board changed"
     );
-    text.push_str(extra_board);
+    let text = harmony::board::SIM_BOARD.replace(
+        paced,
+        &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{extra_board}"),
+    );
     std::fs::File::create(&board)
         .unwrap()
         .write_all(text.as_bytes())
@@ -172,13 +175,14 @@ pub fn topology_cpu(extra_board: &str, secs: u64) -> (f64, f64) {
     child.wait().unwrap();
     let cpu = (c1 - c0) as f64 / common::clk_tck() / wall * 100.0;
     let fps = (f1 - f0) as f64 / wall;
+    assert!(fps > 0.0, "harmony run did not replay CAN (board refused?)");
     (cpu, fps)
 }
 
 fn cpu_bench() {
     let (cpu, fps) = topology_cpu("fps = 16000.0\n", 10);
     println!(
-        "whole topology, CAN replay at 16,000 frames/s (sim board: GPS 5 Hz, rangefinder 100 Hz, counting sinks), \
+        "whole topology, CAN replay at 16,000 frames/s (sim board: GPS 5 Hz, rangefinder 100 Hz, logger, uplink on its simulated radio), \
          10 s: {cpu:.2}% of one core, {fps:.0} frames/s measured"
     );
 }

@@ -44,6 +44,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# pymavlink, a standard MAVLink ground tool, decodes the uplink's signed stream in
+# tests/uplink.rs (issue #5). It lives in a venv under target/ so the system Python is untouched;
+# scripts/test.sh points HARMONY_PYMAVLINK_PYTHON at it. Without it that test is skipped.
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pymavlink, serial' 2>/dev/null; then
+    log "installing pymavlink and pyserial into $venv"
+    if ! { python3 -m venv "$venv" &&
+        "$venv/bin/pip" install -q --disable-pip-version-check pymavlink==2.4.50 pyserial==3.5; }; then
+        log "WARNING: could not install pymavlink; tests/uplink.rs will skip its pymavlink test"
+    fi
+fi
+
 # binfmt_misc: lets a test exec() an aarch64 binary as if it were native.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     log "mounting binfmt_misc"

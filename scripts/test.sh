@@ -12,6 +12,9 @@ host_only=false
 
 scripts/setup.sh
 
+# The venv scripts/setup.sh made for the pymavlink interop test (tests/uplink.rs).
+[ -x target/pyvenv/bin/python ] && export HARMONY_PYMAVLINK_PYTHON="$PWD/target/pyvenv/bin/python"
+
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "cargo fmt --check"

@@ -211,8 +211,10 @@ fn uplink_to_ground_streams_budget_and_latency_over_60_s() {
             worst = worst.max(ratio);
         }
     }
+    // (Under qemu-user the ground's reads are emulated too: more delivery jitter.)
+    let jitter = if slow_factor() > 1 { 1.05 } else { 1.02 };
     assert!(
-        worst <= 1.02,
+        worst <= jitter,
         "a received 10 s window holds {worst:.3} of the budget"
     );
     let (t_a, b_a) = link[1];
@@ -302,6 +304,8 @@ struct Wire {
     acks: Vec<(u32, MavResult)>,
     texts: Vec<String>,
     seen: u64,
+    /// The signature timestamp of the first frame read.
+    first_ts: Option<u64>,
 }
 
 impl Wire {
@@ -322,6 +326,7 @@ impl Wire {
             acks: Vec::new(),
             texts: Vec::new(),
             seen: 0,
+            first_ts: None,
         }
     }
 
@@ -336,6 +341,9 @@ impl Wire {
                     while let Some(raw) = self.dec.next_frame() {
                         let v = self.verifier.check(&raw, clock_ticks());
                         assert!(matches!(v, Verdict::Accepted(_)), "uplink frame {v:?}");
+                        if let Verdict::Accepted(ts) = v {
+                            self.first_ts.get_or_insert(ts);
+                        }
                         self.seen += 1;
                         match parse(&raw) {
                             Ok(MavMessage::COMMAND_ACK(a)) => {
@@ -413,11 +421,13 @@ fn signed_commands_run_and_bad_ones_are_rejected() {
     let port = dir.path().join("radio");
     let key_s = key.to_str().unwrap();
     let ack_timeout = format!("{}", 1.5 * slow_factor() as f64);
+    // The uplink talks before the sources after it have started: wait for both.
     assert!(wait_until(secs(10), || metric(
         &reg,
         "uplink",
         "sent_heartbeat"
-    ) > 0));
+    ) > 0
+        && reg.find("gps").is_some()));
 
     // Signed commands through the real ground station: executed and acknowledged.
     let ground = Ground::spawn(
@@ -451,9 +461,9 @@ fn signed_commands_run_and_bad_ones_are_rejected() {
     );
     assert!(reg.find("gps").unwrap().pause.is_set(), "gps paused");
     assert_eq!(rotations.load(Ordering::SeqCst), 1, "{text:#?}");
-    let r0 = metric(&reg, "uplink", "sent_range");
+    let (r0, t0) = (metric(&reg, "uplink", "sent_range"), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
-    let per_s = (metric(&reg, "uplink", "sent_range") - r0) as f64 / 3.0;
+    let per_s = (metric(&reg, "uplink", "sent_range") - r0) as f64 / t0.elapsed().as_secs_f64();
     assert!(per_s <= 3.0, "range at {per_s}/s after rate:range:2");
     assert_eq!(
         metric(&reg, "uplink", "rx_rejected"),
@@ -596,6 +606,59 @@ fn signed_commands_run_and_bad_ones_are_rejected() {
     assert!(saved >= clock_ticks() - 100 * 60 * 1000, "{saved}");
 }
 
+/// Issue #5 (no real-time clock): the uplink starts signing one minute past the timestamp
+/// it saved last, even when that is ahead of the clock, and saves the timestamp while running
+/// (here every second; 30 s by default), not only at stop.
+#[test]
+fn signing_starts_past_the_saved_timestamp_and_saves_it_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_key(dir.path(), &KEY);
+    let state = dir.path().join("uplink.key.timestamp");
+    // A previous run that got ten minutes ahead of this machine's clock.
+    let stored = clock_ticks() + 10 * MINUTE_TICKS;
+    std::fs::write(&state, format!("{stored}\n")).unwrap();
+    let mut cfg = sim_cfg(dir.path());
+    cfg.signing_key = Some(key);
+    cfg.signing_save_s = 1.0;
+    let ((g, r, c), inputs) = uplink_queues();
+    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let (sensors, _feeds) = sources(g, r, c, 0);
+    let root = Runner::new("root")
+        .with_child(harmony::concurrency::Child::boxed(uplink))
+        .child(sensors);
+    let mut wire = Wire::open(&dir.path().join("radio"));
+    let tree = Tree::start(root);
+    // The first frame the uplink signs (Wire checks every frame's signature).
+    assert!(wait_until(secs(10), || {
+        wire.pump(Duration::from_millis(50));
+        wire.seen > 0
+    }));
+    let first = wire.first_ts.expect("a signed frame");
+    assert!(
+        first >= stored + MINUTE_TICKS,
+        "first signature {first} is not past the saved {stored} + 1 min"
+    );
+    // Saved while running: the file moves past the first signature before the tree stops.
+    let saved = || -> u64 {
+        std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(secs(10), || {
+            wire.pump(Duration::from_millis(50));
+            saved() > first
+        }),
+        "timestamp file still {} (first signature {first})",
+        saved()
+    );
+    let (reg, _) = tree.stop();
+    assert_eq!(metric(&reg, "uplink", "signing_persist_errors"), 0);
+}
+
 /// Issue #5: the link rejects a badly stored key at start: the board is refused with the field
 /// named, and nothing runs.
 #[test]
@@ -625,7 +688,6 @@ fn a_key_others_can_read_refuses_to_start() {
 fn pymavlink() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("HARMONY_PYMAVLINK_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from("/tmp/research/venv/bin/python")),
         Some(PathBuf::from("python3")),
     ];
     candidates.into_iter().flatten().find(|p| {
@@ -670,6 +732,12 @@ print(json.dumps({"counts": counts, "acks": acks, "bad": bad, "signed": m.mav.si
 #[test]
 fn pymavlink_decodes_the_signed_stream_and_commands_it() {
     let Some(py) = pymavlink() else {
+        // scripts/test.sh (and so CI) sets the variable to the venv scripts/setup.sh made:
+        // there the test must run, not skip.
+        assert!(
+            std::env::var_os("HARMONY_PYMAVLINK_PYTHON").is_none(),
+            "HARMONY_PYMAVLINK_PYTHON is set but cannot import pymavlink and serial"
+        );
         eprintln!("skipped: no python with pymavlink and pyserial (set HARMONY_PYMAVLINK_PYTHON)");
         return;
     };

@@ -48,6 +48,10 @@ pub struct UplinkSection {
     pub signing_key: Option<PathBuf>,
     /// Where the last signing timestamp is kept (default: the key's path + `.timestamp`).
     pub signing_state: Option<PathBuf>,
+    /// Seconds between saves of the signing timestamp while running (default 30, at most 60:
+    /// the start-up margin is one minute).
+    #[serde(default = "default_signing_save_s")]
+    pub signing_save_s: f64,
     /// The link id in outgoing signatures.
     #[serde(default)]
     pub link_id: u8,
@@ -97,6 +101,10 @@ fn default_budget_percent() -> f64 {
     50.0
 }
 
+fn default_signing_save_s() -> f64 {
+    signing::PERSIST_EVERY.as_secs_f64()
+}
+
 fn default_range_min() -> u16 {
     5
 }
@@ -114,6 +122,7 @@ impl Default for UplinkSection {
             budget_percent: default_budget_percent(),
             signing_key: None,
             signing_state: None,
+            signing_save_s: default_signing_save_s(),
             link_id: 0,
             rates: RateSection::default(),
             priority: None,
@@ -192,6 +201,15 @@ impl UplinkSection {
                 }
             }
             (None, Some(_)) => {}
+        }
+        if !(self.signing_save_s > 0.0 && self.signing_save_s <= 60.0) {
+            return bad(
+                "uplink.signing_save_s",
+                format!(
+                    "{} s: must be more than 0 and at most 60 (a restart starts one minute past the saved timestamp)",
+                    self.signing_save_s
+                ),
+            );
         }
         if crate::drivers::serial::baud_rate(self.baud).is_none() {
             return bad(

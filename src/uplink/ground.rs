@@ -33,8 +33,8 @@ Commands (--send, the UI's ':' prompt, or one per line on stdin with --plain):
   rotate                          rotate the log files
   rate:STREAM:HZ                  STREAM = gps | range | can | fc | sys | health; HZ, off or default
   stop                            stop the firmware
-Each command is sent as a COMMAND_LONG (see the README's command table) and retried up to
-3 times until its COMMAND_ACK arrives.
+Each command is sent as a COMMAND_LONG (see src/uplink/mod.rs for the command table), at
+most 3 times in all, until its COMMAND_ACK arrives.
 
 Plain output (--plain), one line per event, fields separated by spaces:
   SECONDS KIND key=value ...      SECONDS since start, 3 decimals

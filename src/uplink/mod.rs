@@ -153,7 +153,14 @@ fn prepare(cfg: &config::UplinkSection) -> Result<Prepared, UplinkError> {
             };
             Some((key, signing::TimestampStore::start_ticks(stored)))
         }
-        None => None,
+        None => {
+            if cfg.sim.is_none() {
+                log::warn!(
+                    "uplink: no uplink.signing_key: commands from anyone on the radio's channel are obeyed (see boards/rpi4b.toml to set a key)"
+                );
+            }
+            None
+        }
     };
     let radio = match &cfg.sim {
         Some(s) => telemetry::RadioSpec::Sim(Box::new(

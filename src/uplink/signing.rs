@@ -320,6 +320,10 @@ impl TimestampStore {
             f.sync_all()?;
         }
         fs::rename(&tmp, &self.path)?;
+        // The rename itself is durable only once the directory is synced.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
         self.written = ticks;
         Ok(())
     }

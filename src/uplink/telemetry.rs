@@ -31,7 +31,7 @@ use super::protocol::{
     result_name,
 };
 use super::radio::{Port, SimRadio, Wrote};
-use super::signing::{PERSIST_EVERY, TimestampStore, Verdict, Verifier, ticks_of_unix_ns};
+use super::signing::{TimestampStore, Verdict, Verifier, ticks_of_unix_ns};
 use crate::clock::boot_ns;
 use crate::concurrency::{BoxError, Context, Loop, Origin, Signal, Step, StopReason};
 use crate::formats::dronecan::{self, NodeStatus};
@@ -385,6 +385,7 @@ impl Uplink {
         signing: Option<([u8; 32], u64)>,
     ) -> Self {
         let now = Instant::now();
+        let save_every = Duration::from_secs_f64(cfg.signing_save_s);
         let signer = signing.map(|(k, start)| super::signing::Signer::new(k, cfg.link_id, start));
         let verifier = signing.map(|(k, _)| Verifier::new(k));
         let store = cfg.signing_state_path().map(|p| {
@@ -426,7 +427,7 @@ impl Uplink {
             down_since: None,
             verifier,
             store,
-            persist_at: now + PERSIST_EVERY,
+            persist_at: now + save_every,
             decoder: Decoder::default(),
             rx_buf: Box::new([0; 1024]),
             out: [0; 300],
@@ -548,6 +549,8 @@ impl Uplink {
         self.push_event((severity, h));
     }
 
+    /// Queues `e`; when the queue is full the least severe waiting text (the newest of
+    /// equals) gives way, so warnings and errors always go. What gives way is counted.
     fn push_event(&mut self, e: (MavSeverity, HString<50>)) {
         if self.texts.len() >= MAX_TEXTS {
             self.counts.texts_dropped += 1;
@@ -555,7 +558,19 @@ impl Uplink {
                 m.texts_dropped
                     .store(self.counts.texts_dropped, Ordering::Relaxed);
             }
-            return;
+            // MAV_SEVERITY: 0 emergency .. 7 debug; the largest number is the least severe.
+            let least = self
+                .texts
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, (sev, _))| (*sev as u8, *i))
+                .map(|(i, (sev, _))| (i, *sev as u8));
+            match least {
+                Some((i, sev)) if sev >= e.0 as u8 => {
+                    self.texts.remove(i);
+                }
+                _ => return,
+            }
         }
         self.texts.push_back(e);
     }
@@ -956,7 +971,7 @@ impl Uplink {
             }
         }
         if now >= self.persist_at {
-            self.persist_at = now + PERSIST_EVERY;
+            self.persist_at = now + Duration::from_secs_f64(self.cfg.signing_save_s);
             self.persist(ctx);
         }
         if let Some(t) = self.stop_at
@@ -1216,9 +1231,12 @@ impl Uplink {
                 t
             });
         }
+        // A frame still going out: POLLOUT wakes us when the radio takes more, so streams and
+        // heartbeat that are already due must not turn the wait into a spin.
+        let pending = self.out_pos < self.out_len;
         if self.port.is_none() {
             at(self.reopen.next());
-        } else {
+        } else if !pending {
             match self.blocked_until {
                 Some(t) => at(t),
                 None => {
@@ -1240,7 +1258,7 @@ impl Uplink {
         // record wakes us (see the module docs); until then their own due time does.
         // (Not while the radio is away or the budget is spent: a record could not go anyway.)
         let mut slipped = false;
-        let can_send = self.port.is_some() && self.blocked_until.is_none();
+        let can_send = self.port.is_some() && self.blocked_until.is_none() && !pending;
         for s in &self.schedules {
             if !can_send
                 || !matches!(s.stream, Stream::Gps | Stream::Range | Stream::Can)
@@ -1342,7 +1360,8 @@ impl Loop for Uplink {
             });
             // Without an eventfd, a short timeout keeps stop and records noticed.
             let t = if waker.is_some() { ms } else { ms.min(20) };
-            match poll(&mut fds, PollTimeout::from(t)) {
+            // Asleep, not stuck: the watchdog's stuck detection must not count this wait.
+            match ctx.wait_io(|| poll(&mut fds, PollTimeout::from(t))) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Box::new(e)),
             }
