@@ -183,6 +183,18 @@ fn uplink_to_ground_streams_budget_and_latency_over_60_s() {
         1,
         "the failure is reported once"
     );
+    // SYS_STATUS: GPS (0x20), laser (0x100) and logging (0x1000000) present, and healthy
+    // while their processors are active.
+    let sys_bits = |l: &str, k: &str| {
+        u32::from_str_radix(field(l, k).unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let want = 0x20 | 0x100 | 0x0100_0000;
+    assert!(
+        lines.iter().any(|(_, l)| l.split(' ').nth(1) == Some("SYS")
+            && sys_bits(l, "present") & want == want
+            && sys_bits(l, "health") & want == want),
+        "no SYS_STATUS with GPS, laser and logging present and healthy"
+    );
 
     // The budget: in the uplink's own accounting (exact) and as received (LINK lines, one a
     // second, with the ground's own clock; 2 % for delivery jitter).

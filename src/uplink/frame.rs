@@ -369,6 +369,30 @@ mod tests {
     }
 
     #[test]
+    fn flagged_ranges_are_sent_as_no_valid_distance() {
+        let mut r = RangeRecord {
+            stamp: Stamp::default(),
+            distance_cm: 1234,
+            strength: 80,
+            status: crate::records::RangeStatus::Ok,
+        };
+        let current = |r: &RangeRecord| match distance_sensor(r, 5, 4000) {
+            MavMessage::DISTANCE_SENSOR(d) => {
+                assert_eq!((d.min_distance, d.max_distance), (5, 4000));
+                assert_eq!(
+                    d.orientation,
+                    MavSensorOrientation::MAV_SENSOR_ROTATION_PITCH_270
+                );
+                d.current_distance
+            }
+            m => panic!("{m:?}"),
+        };
+        assert_eq!(current(&r), 1234);
+        r.status = crate::records::RangeStatus::Weak;
+        assert_eq!(current(&r), 4001, "max + 1: no valid distance");
+    }
+
+    #[test]
     fn fix_fields_are_scaled_and_unknowns_marked() {
         let fix = Fix {
             stamp: Stamp::default(),
