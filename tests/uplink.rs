@@ -472,7 +472,11 @@ fn signed_commands_run_and_bad_ones_are_rejected() {
         "the uplink's frames are correctly signed: {text:#?}"
     );
     assert!(reg.find("gps").unwrap().pause.is_set(), "gps paused");
-    assert_eq!(rotations.load(Ordering::SeqCst), 1, "{text:#?}");
+    // The signal is in the logger's mailbox when the ACK goes; the logger takes it soon after.
+    assert!(
+        wait_until(secs(5), || rotations.load(Ordering::SeqCst) == 1),
+        "{text:#?}"
+    );
     let (r0, t0) = (metric(&reg, "uplink", "sent_range"), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
     let per_s = (metric(&reg, "uplink", "sent_range") - r0) as f64 / t0.elapsed().as_secs_f64();
