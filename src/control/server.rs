@@ -58,25 +58,32 @@ pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join("control.sock")
 }
 
-fn bind(path: &Path) -> Result<UnixListener, ServerError> {
-    match UnixListener::bind(path) {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == ErrorKind::AddrInUse => {
-            // A live server answers; a stale socket from a killed run does not.
-            if UnixStream::connect(path).is_ok() {
-                return Err(ServerError::InUse(path.to_owned()));
-            }
-            let _ = std::fs::remove_file(path);
-            UnixListener::bind(path).map_err(|source| ServerError::Bind {
-                path: path.to_owned(),
-                source,
-            })
-        }
-        Err(source) => Err(ServerError::Bind {
-            path: path.to_owned(),
-            source,
-        }),
+/// Binds the socket under a temporary name, gives it its mode (and group), then renames it
+/// into place: a client never finds the socket with the umask's looser mode.
+fn bind(
+    path: &Path,
+    mode: u32,
+    group: Option<(&str, nix::unistd::Gid)>,
+) -> Result<UnixListener, ServerError> {
+    let bind_err = |source| ServerError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    // A live server answers; a stale socket from a killed run does not and is replaced.
+    if UnixStream::connect(path).is_ok() {
+        return Err(ServerError::InUse(path.to_owned()));
     }
+    let tmp = path.with_extension("sock.new");
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
+    let placed = restrict(&tmp, mode, group)
+        .map_err(ServerError::from)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(bind_err));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 impl ControlServer {
@@ -87,9 +94,8 @@ impl ControlServer {
         id: Identity,
     ) -> Result<Self, ServerError> {
         let path = socket_path(run_dir);
-        let listener = bind(&path)?;
         let gid = group.map(|g| group_id(g).map(|id| (g, id))).transpose()?;
-        restrict(&path, if gid.is_some() { 0o660 } else { 0o600 }, gid)?;
+        let listener = bind(&path, if gid.is_some() { 0o660 } else { 0o600 }, gid)?;
         listener
             .set_nonblocking(true)
             .map_err(|source| ServerError::Bind {
