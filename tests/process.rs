@@ -197,6 +197,33 @@ fn control_socket_is_mode_0600() {
     assert!(wait_exit(&mut child, secs(3)).unwrap().success());
 }
 
+/// Issue #2: a second firmware on the same run directory is refused with a clear error (the
+/// first keeps its socket); a stale socket left by a killed run is replaced.
+#[test]
+fn a_live_socket_refuses_a_second_firmware_and_a_stale_one_is_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("data/run");
+    let sock = run.join("control.sock");
+    // A socket nobody listens on any more, as a SIGKILLed run leaves it.
+    std::fs::create_dir_all(&run).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let mut first = spawn_harmony(dir.path(), &["demo", "--data-dir", "data"]);
+    assert!(wait_until(secs(10), || ctl(dir.path(), &["status"]).0));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let second = harmony(dir.path(), &["demo", "--data-dir", "data"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another harmony is running"), "{err}");
+    assert!(ctl(dir.path(), &["status"]).0, "the first still answers");
+    send_signal(&first, Sig::SIGTERM);
+    assert!(wait_exit(&mut first, secs(3)).unwrap().success());
+}
+
 /// Issue #2: a second SIGTERM exits at once, even if the tree were slow to stop.
 #[test]
 fn second_sigterm_exits_immediately() {
