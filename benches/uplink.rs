@@ -16,23 +16,20 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harmony::clock::{Stamp, wall_ns};
-use harmony::concurrency::{
-    Child, Context, FnLoop, LoopConfig, LoopProcessor, Producer, Registry, Runner, Step,
-    StopReason, queue, run_tree,
-};
-use harmony::formats::dronecan::{Health, NodeStatus, encode_node_status};
-use harmony::records::{CAN_EFF_FLAG, CanRecord, Fix, FixQuality, GpsRecord, RangeRecord};
-use harmony::sinks::drain::SinkInputs;
-use harmony::uplink::config::{RateSection, UplinkSection, UplinkSimSection};
-use harmony::uplink::frame::{Decoder, fix_time_usec, parse};
+use harmony::concurrency::{Child, Registry, Runner, StopReason, run_tree};
+use harmony::uplink::config::{RateSection, UplinkSection};
+use harmony::uplink::frame::{Decoder, parse};
 use harmony::uplink::protocol::Stream;
 use mavlink::dialects::common::MavMessage;
+
+#[path = "../tests/uplink_support/mod.rs"]
+mod uplink_support;
+use uplink_support::{FC_NODE, KEY, sim_cfg, sources_with, uplink_queues, write_key};
 
 struct Run {
     name: &'static str,
@@ -58,118 +55,24 @@ fn metric(reg: &Registry, m: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn sources(
-    gps: Producer<GpsRecord>,
-    range: Producer<RangeRecord>,
-    can: Producer<CanRecord>,
-    fix_period_ms: u64,
-    fixes: Arc<Mutex<HashMap<u64, Instant>>>,
-) -> Runner {
-    let t0 = wall_ns();
-    let mut i = 0u64;
-    let g = FnLoop::new("gps", move |_: &Context| {
-        let f = Fix {
-            stamp: Stamp::now(),
-            utc_ns: Some(t0 + i as i64 * 100_000_000),
-            lat_deg: Some(53.36),
-            lon_deg: Some(-6.5),
-            alt_msl_m: Some(61.7),
-            quality: FixQuality::Gps,
-            satellites: Some(9),
-            hdop: Some(0.9),
-            speed_mps: Some(1.5),
-            course_deg: Some(90.0),
-            time_of_day_s: None,
-        };
-        let usec = fix_time_usec(&f);
-        let now = Instant::now();
-        gps.push(GpsRecord::Fix(f));
-        fixes.lock().unwrap().insert(usec, now);
-        i += 1;
-        Ok(Step::Continue)
-    });
-    let mut j = 0u64;
-    let r = FnLoop::new("rangefinder", move |_: &Context| {
-        for _ in 0..2 {
-            range.push(RangeRecord {
-                stamp: Stamp::now(),
-                distance_cm: 100 + (j % 500) as u16,
-                strength: 200,
-                status: Default::default(),
-            });
-            j += 1;
-        }
-        Ok(Step::Continue)
-    });
-    let mut k = 0u64;
-    let c = FnLoop::new("can", move |_: &Context| {
-        for _ in 0..10 {
-            let id = if k.is_multiple_of(2) {
-                0x123
-            } else {
-                0x18FF_0001 | CAN_EFF_FLAG
-            };
-            can.push(CanRecord {
-                stamp: Stamp::now(),
-                id,
-                len: 8,
-                data: (k | 0xA5 << 56).to_le_bytes(),
-            });
-            if k.is_multiple_of(1000) {
-                let s = NodeStatus {
-                    node: 10,
-                    uptime_s: (k / 1000) as u32,
-                    health: Health::Ok,
-                    mode: 0,
-                    sub_mode: 0,
-                    vendor_status: 0,
-                };
-                can.push(encode_node_status(16, &s, (k / 1000) as u8));
-            }
-            k += 1;
-        }
-        Ok(Step::Continue)
-    });
-    let every = |ms| LoopConfig::every(Duration::from_millis(ms));
-    Runner::new("sensors")
-        .child(LoopProcessor::with_config(g, every(fix_period_ms)))
-        .child(LoopProcessor::with_config(r, every(10)))
-        .child(LoopProcessor::with_config(c, every(10)))
-}
-
 fn run(r: &Run) -> Result {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = UplinkSection {
-        sim: Some(UplinkSimSection {
-            link: Some(dir.path().join("radio")),
-        }),
         rates: r.rates.clone(),
-        ..Default::default()
+        ..sim_cfg(dir.path())
     };
     if r.signed {
-        let k = dir.path().join("key");
-        std::fs::write(&k, [0x42u8; 32]).unwrap();
-        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
-        cfg.signing_key = Some(k);
+        cfg.signing_key = Some(write_key(dir.path(), &KEY));
     }
-    let (g, gr) = queue(64, "gps->uplink");
-    let (rg, rr) = queue(128, "rangefinder->uplink");
-    let (c, cr) = queue(1024, "can->uplink");
-    let uplink = harmony::uplink::build(
-        &cfg,
-        SinkInputs {
-            gps: gr,
-            range: rr,
-            can: cr,
-        },
-        Some(10),
-    )
-    .map_err(|(e, _)| e)
-    .unwrap();
-    let fixes = Arc::new(Mutex::new(HashMap::new()));
+    let ((g, rg, c), inputs) = uplink_queues();
+    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let period = Duration::from_millis(r.fix_period_ms);
+    let (sensors, feeds) = sources_with(g, rg, c, 0, period);
     let mut root = Runner::new("bench")
         .with_child(Child::boxed(uplink))
-        .child(sources(g, rg, c, r.fix_period_ms, fixes.clone()));
+        .child(sensors);
 
     // The ground side, read by this process.
     let mut far = std::fs::OpenOptions::new()
@@ -238,7 +141,7 @@ fn run(r: &Run) -> Result {
     }
     let mut frames: HashMap<&'static str, u64> = HashMap::new();
     let mut latencies = Vec::new();
-    let fixes = fixes.lock().unwrap();
+    let fixes: HashMap<u64, Instant> = feeds.fixes.lock().unwrap().iter().copied().collect();
     for (t, m) in msgs.iter().filter(|(t, _)| *t >= t0 && *t <= t1) {
         let k = match m {
             MavMessage::HEARTBEAT(_) => "heartbeat",

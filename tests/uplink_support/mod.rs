@@ -93,6 +93,17 @@ pub fn sources(
     canp: Pair<CanRecord>,
     limit_s: u64,
 ) -> (Runner, Feeds) {
+    sources_with(gps, range, canp, limit_s, Duration::from_millis(100))
+}
+
+/// [`sources`] with fixes every `fix_period` (the benchmark varies it).
+pub fn sources_with(
+    gps: Pair<GpsRecord>,
+    range: Pair<RangeRecord>,
+    canp: Pair<CanRecord>,
+    limit_s: u64,
+    fix_period: Duration,
+) -> (Runner, Feeds) {
     let unlimited = limit_s == 0;
     let feeds = Feeds {
         fixes: Arc::new(Mutex::new(Vec::new())),
@@ -165,7 +176,7 @@ pub fn sources(
             backoff_initial: Duration::from_millis(50),
             ..Default::default()
         }))
-        .child(LoopProcessor::with_config(g, every(100)))
+        .child(LoopProcessor::with_config(g, LoopConfig::every(fix_period)))
         .child(LoopProcessor::with_config(r, every(10)))
         .child(LoopProcessor::with_config(c, every(10)));
     (runner, feeds)
