@@ -8,6 +8,7 @@ use harmony::uplink::frame::{Decoder, frame_len, parse};
 use harmony::uplink::protocol::Command;
 use harmony::uplink::signing::Verifier;
 use libfuzzer_sys::fuzz_target;
+use mavlink::MAVLinkMessageRaw;
 use mavlink::dialects::common::MavMessage;
 
 fn run(data: &[u8], chunk: usize) -> Vec<Vec<u8>> {
@@ -21,7 +22,10 @@ fn run(data: &[u8], chunk: usize) -> Vec<Vec<u8>> {
             if let Ok(MavMessage::COMMAND_LONG(c)) = parse(&raw) {
                 let _ = Command::from_message(&c);
             }
-            let bytes = raw.raw_bytes().to_vec();
+            let bytes = match &raw {
+                MAVLinkMessageRaw::V1(r) => r.raw_bytes().to_vec(),
+                MAVLinkMessageRaw::V2(r) => r.raw_bytes().to_vec(),
+            };
             assert_eq!(bytes.len(), frame_len(&raw));
             frames.push(bytes);
         }
