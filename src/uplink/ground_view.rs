@@ -22,6 +22,8 @@ use super::signing::Rejections;
 
 /// Texts and command results kept for display.
 pub const KEEP_TEXTS: usize = 200;
+/// Named values kept (the firmware sends a few dozen names).
+pub const MAX_VALUES: usize = 256;
 
 /// The vehicle as last heard.
 #[derive(Default)]
@@ -147,6 +149,18 @@ impl GroundView {
                     let _ = write!(l, " state={}", state_name(v.value));
                 } else if name == FC_HEALTH {
                     let _ = write!(l, " health={}", fc_health_name(v.value));
+                }
+                // Names come from the link: keep the table bounded (the firmware sends a few
+                // dozen); a new name past the limit replaces the stalest one.
+                if self.values.len() >= MAX_VALUES
+                    && !self.values.contains_key(&name)
+                    && let Some(old) = self
+                        .values
+                        .iter()
+                        .min_by(|a, b| a.1.0.total_cmp(&b.1.0))
+                        .map(|(k, _)| k.clone())
+                {
+                    self.values.remove(&old);
                 }
                 self.values.insert(name, (t, v.value));
             }
@@ -400,6 +414,26 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn named_values_from_the_link_stay_bounded() {
+        let mut v = GroundView::default();
+        for i in 0..(MAX_VALUES + 50) {
+            let name = format!("n{i}");
+            v.apply(
+                i as f64,
+                1,
+                191,
+                &frame::named_int(frame::name10(&name), 1, 0),
+            );
+        }
+        assert_eq!(v.values.len(), MAX_VALUES);
+        assert!(
+            v.values.contains_key(&format!("n{}", MAX_VALUES + 49)),
+            "newest kept"
+        );
+        assert!(!v.values.contains_key("n0"), "stalest replaced");
     }
 
     #[test]

@@ -102,6 +102,7 @@ struct Metrics {
     reopens: Arc<AtomicU64>,
     sim_discarded: Arc<AtomicU64>,
     persist_errors: Arc<AtomicU64>,
+    sim_errors: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -140,6 +141,7 @@ impl Metrics {
             reopens: ctx.metric("reopens"),
             sim_discarded: ctx.metric("sim_discarded"),
             persist_errors: ctx.metric("signing_persist_errors"),
+            sim_errors: ctx.metric("sim_errors"),
         }
     }
 }
@@ -641,8 +643,11 @@ impl Uplink {
     fn lost(&mut self, ctx: &Context, why: &str, now: Instant) {
         let RadioInfo::Device { path, .. } = &self.radio else {
             // The simulated radio's terminal is held open by us: it cannot vanish, so an
-            // error here is transient. Log it and keep going.
-            log::warn!("{}: simulated radio: {why}", ctx.path());
+            // error here is transient. Count it; log the 1st, 2nd, 4th, 8th... (no flood).
+            let n = self.m().sim_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!("{}: simulated radio: {why} ({n} errors so far)", ctx.path());
+            }
             return;
         };
         log::warn!(
