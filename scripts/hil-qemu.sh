@@ -117,10 +117,12 @@ base_name=$(echo "$manifest" | sed -n 's/^base: *\([^ ]*\).*/\1/p')
 say "kernel $kver; image base $base_name"
 
 # ---------------------------------------------------------------------------------------------
-step "i2c-stub.ko for $kver (cached)"
 stub_key=$(cat "$repo/image/hil/i2c-stub-plain-i2c.py" "$repo/image/hil/build-i2c-stub.sh" | sha256sum | cut -c1-12)
 stub=$HARMONY_IMAGE_CACHE/i2c-stub-$kver-$stub_key.ko
-if [ ! -f "$stub" ]; then
+if [ -f "$stub" ]; then
+    step "i2c-stub.ko for $kver (cached: $stub)"
+else
+    step "i2c-stub.ko for $kver: built from the archive's linux-source (then cached)"
     [ -f "$HARMONY_IMAGE_CACHE/$base_name" ] ||
         die "the image's base tarball $base_name is not in $HARMONY_IMAGE_CACHE (needed once to build i2c-stub for $kver)"
     bash "$repo/image/hil/build-i2c-stub.sh" "$HARMONY_IMAGE_CACHE/$base_name" "$stub.part"
@@ -319,7 +321,10 @@ if $powercut; then
         cut_delay=$(python3 -c 'import json,sys
 for e in json.load(open(sys.argv[1]))["events"]:
     if e["event"] == "power-cut": print(e["after_marker_s"])' "$work/boot2/rig.json" 2>/dev/null)
-        lost_s=$(awk -v a="$last_ts" -v b="$cut_rt" -v d="${cut_delay:-0}" 'BEGIN { if (a == "" || b == "") print "?"; else printf "%.2f", b + d - a }')
+        # The last CAN record on the card, in seconds after the guest printed its marker (the
+        # guest's clock); the host cut the power a random cut_delay after reading the marker
+        # from the console (which itself lags the guest by up to ~0.1 s).
+        last_after_marker=$(awk -v a="$last_ts" -v b="$cut_rt" 'BEGIN { if (a == "" || b == "") print "?"; else printf "%.2f", a - b }')
     else
         hcheck "power-cut session found on the data partition" 1 "${cut_sess:-no session name}"
     fi
@@ -352,7 +357,7 @@ val() { sed -n "s/^$1=//p" "$2" 2>/dev/null | tail -n1; }
     done
     echo "service watchdog restart after freeze: $(val watchdog_restart_s "$sum1") s"
     echo "data partition after first boot: $(val data_fs_mib "$sum1") MiB"
-    [ -n "${cut_bytes:-}" ] && echo "power cut with cangen flooding vcan0 (16,000 frames/s asked, $(val powercut_can_fps "$work/boot2/results/summary.txt") frames/s reached): session $cut_sess kept $cut_bytes bytes ($kept CAN lines); the last CAN record on the card is ${lost_s} s before the power went"
+    [ -n "${cut_bytes:-}" ] && echo "power cut with cangen flooding vcan0 (16,000 frames/s asked, $(val powercut_can_fps "$work/boot2/results/summary.txt") frames/s reached): session $cut_sess kept $cut_bytes bytes ($kept CAN lines); the last CAN record on the card is from ${last_after_marker} s after the guest's marker; the host cut the power ${cut_delay:-?} s after reading it"
     cat "$TIMES_FILE"
     echo "total: $(elapsed) s; work directory: $work"
 } | tee "$work/verdict.txt"
