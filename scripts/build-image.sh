@@ -20,7 +20,7 @@
 #   --can-oscillator HZ    the CAN HAT's MCP2515 crystal (default 16000000)
 #   --can-interrupt GPIO   the GPIO its INT line is wired to (default 25)
 #   --no-can-hat           leave SPI0 off (no MCP2515 in the device tree)
-#   --xz-level N           xz preset (default 3: 74 s and ~145 MB here; 6: ~10 min, ~130 MB)
+#   --xz-level N           xz preset (default 3: ~2 min and 147 MB here; 6 took ~10 min)
 #   --keep-img             keep the uncompressed .img next to the .img.xz
 #   --no-check             skip image/check-image.sh at the end
 #
