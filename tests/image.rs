@@ -280,6 +280,15 @@ const CHECK_TOOLS: [&str; 7] = [
     "cpio",
 ];
 
+/// A tool's path: on PATH, else in /usr/sbin or /sbin (not on a user's PATH on Debian).
+fn tool(name: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| !have(name) && p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn have_check_tools() -> bool {
     // check-image.sh also looks in /usr/sbin and /sbin.
     CHECK_TOOLS.iter().all(|t| {
@@ -375,7 +384,7 @@ fn a_built_image_passes_check_image() {
     }
 
     // The same image, broken in two places on its boot partition.
-    let part1 = Command::new("sfdisk")
+    let part1 = Command::new(tool("sfdisk"))
         .arg("--dump")
         .arg(&plain)
         .output()
