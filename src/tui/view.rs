@@ -348,19 +348,33 @@ fn render_selected(app: &App, f: &mut Frame, area: Rect) {
     );
 }
 
-fn render_logger(app: &App, f: &mut Frame, area: Rect) {
-    let block = Block::bordered().title(" logger ");
-    let Some(p) = app.proc_named("logger") else {
+/// The bordered panel of processor `name`, and its first line (the state); when the firmware
+/// has no such processor, the panel says so and this returns `None`.
+fn proc_panel<'a>(
+    app: &'a App,
+    f: &mut Frame,
+    area: Rect,
+    name: &str,
+) -> Option<(&'a EntrySnapshot, Block<'static>, Vec<Line<'static>>)> {
+    let block = Block::bordered().title(format!(" {name} "));
+    let Some(p) = app.proc_named(name) else {
         f.render_widget(
-            Paragraph::new("no processor named logger").block(block),
+            Paragraph::new(format!("no processor named {name}")).block(block),
             area,
         );
-        return;
+        return None;
     };
-    let mut lines = vec![Line::from(vec![
+    let lines = vec![Line::from(vec![
         Span::from(format!("{:<15} ", "state")).dark_gray(),
         Span::styled(p.state.as_str().to_owned(), state_style(p.state)),
     ])];
+    Some((p, block, lines))
+}
+
+fn render_logger(app: &App, f: &mut Frame, area: Rect) {
+    let Some((p, block, mut lines)) = proc_panel(app, f, area, "logger") else {
+        return;
+    };
     lines.push(kv(
         "file",
         if p.note.is_empty() {
@@ -426,18 +440,9 @@ fn fsync_text(t: u64, now_ms: u64) -> String {
 }
 
 fn render_uplink(app: &App, f: &mut Frame, area: Rect) {
-    let block = Block::bordered().title(" uplink ");
-    let Some(p) = app.proc_named("uplink") else {
-        f.render_widget(
-            Paragraph::new("no processor named uplink").block(block),
-            area,
-        );
+    let Some((p, block, mut lines)) = proc_panel(app, f, area, "uplink") else {
         return;
     };
-    let mut lines = vec![Line::from(vec![
-        Span::from(format!("{:<15} ", "state")).dark_gray(),
-        Span::styled(p.state.as_str().to_owned(), state_style(p.state)),
-    ])];
     if !p.note.is_empty() {
         lines.push(kv("note", p.note.clone()));
     }
