@@ -167,31 +167,10 @@ fn write_bench() {
 
 fn cpu_bench() {
     let dir = tempfile::tempdir_in(".").unwrap();
-    let board = dir.path().join("board.toml");
-    let text = harmony::board::SIM_BOARD.replace(
-        "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0",
-        "[can.replay]\ncapture = \"builtin:canboat\"\nfps = 16000.0",
-    );
-    std::fs::write(&board, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harmony"))
-        .args([
-            "run",
-            "--board",
-            board.to_str().unwrap(),
-            "--log-level",
-            "warn",
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_sim(dir.path(), "fps = 16000.0\n");
     std::thread::sleep(Duration::from_secs(3));
     let names = ["logger", "log-writer"];
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let tck = common::clk_tck();
     let (a, t0) = (common::thread_ticks(child.id(), &names), Instant::now());
     std::thread::sleep(Duration::from_secs(10));
     let b = common::thread_ticks(child.id(), &names);

@@ -11,8 +11,6 @@
 mod common;
 
 use std::hint::spin_loop;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harmony::clock::Stamp;
@@ -130,34 +128,7 @@ fn metric(run: &std::path::Path, p: &str, m: &str) -> u64 {
 /// CPU of `harmony run` with the board's CAN replay at `fps`; returns % of one core.
 pub fn topology_cpu(extra_board: &str, secs: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let board = dir.path().join("board.toml");
-    // The sim board with the replay's pacing replaced by `extra_board` (lines of [can.replay]).
-    let paced = "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0\n";
-    assert!(
-        harmony::board::SIM_BOARD.contains(paced),
-        "the sim board changed"
-    );
-    let text = harmony::board::SIM_BOARD.replace(
-        paced,
-        &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{extra_board}"),
-    );
-    std::fs::File::create(&board)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harmony"))
-        .args([
-            "run",
-            "--board",
-            board.to_str().unwrap(),
-            "--log-level",
-            "warn",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_sim(dir.path(), extra_board);
     let run = dir.path().join("harmony-data/run");
     std::thread::sleep(Duration::from_secs(3));
     let (c0, f0) = (

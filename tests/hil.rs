@@ -146,7 +146,10 @@ fn can_receives_frames() {
         )
         .unwrap();
         while frames.is_empty() && t0.elapsed() < limit {
-            match r.next(Instant::now()).unwrap() {
+            match r
+                .next(Instant::now(), harmony::clock::Stamp::now())
+                .unwrap()
+            {
                 ReplayStep::Frame(f) => frames.push(f),
                 ReplayStep::WaitUntil(t) => {
                     std::thread::sleep(t.saturating_duration_since(Instant::now()))

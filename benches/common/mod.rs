@@ -51,3 +51,28 @@ pub fn wanted() -> impl Fn(&str) -> bool {
         .collect();
     move |n: &str| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str()))
 }
+
+/// Starts `harmony run` in `dir` on the simulated board with the CAN replay's pacing
+/// (`speed = 1.0`) replaced by `replay` (lines of `[can.replay]`, e.g. `fps = 16000.0\n`).
+pub fn spawn_sim(dir: &std::path::Path, replay: &str) -> std::process::Child {
+    let paced = "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0\n";
+    assert!(
+        harmony::board::SIM_BOARD.contains(paced),
+        "the sim board changed"
+    );
+    let text = harmony::board::SIM_BOARD.replace(
+        paced,
+        &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{replay}"),
+    );
+    let board = dir.join("board.toml");
+    std::fs::write(&board, text).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_harmony"))
+        .args(["run", "--board"])
+        .arg(&board)
+        .args(["--log-level", "warn"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn harmony")
+}

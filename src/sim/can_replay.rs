@@ -58,6 +58,11 @@ impl Capture {
     }
 }
 
+/// How far ahead of its time a frame may go: the replay wakes about once per this much
+/// (a few hundred times a second at a saturated bus), not once per frame or millisecond. A
+/// real bus's frames also reach a reader in bursts (socket buffer, interrupt coalescing).
+pub const EARLY: Duration = Duration::from_millis(4);
+
 /// What the replay has next.
 #[derive(Debug, PartialEq)]
 pub enum ReplayStep {
@@ -145,8 +150,9 @@ impl CanReplay {
         Ok(())
     }
 
-    /// The next frame if it is due by `now` (within 1 ms), else when to ask again.
-    pub fn next(&mut self, now: Instant) -> Result<ReplayStep, DumpError> {
+    /// The next frame if it is due by `now` (up to [`EARLY`] ahead), else when to ask again. The frame
+    /// carries `stamp` (the caller reads the clocks once for a batch of frames due together).
+    pub fn next(&mut self, now: Instant, stamp: Stamp) -> Result<ReplayStep, DumpError> {
         loop {
             if self.pending.is_none() {
                 match self.reader.next_frame() {
@@ -183,14 +189,14 @@ impl CanReplay {
             }
             let f = self.pending.as_ref().expect("set above");
             let due = self.due(f);
-            if due > now + Duration::from_millis(1) {
+            if due > now + EARLY {
                 return Ok(ReplayStep::WaitUntil(due));
             }
             let f = self.pending.take().expect("set above");
             self.index += 1;
             self.frames += 1;
             let mut r = f.record;
-            r.stamp = Stamp::now();
+            r.stamp = stamp;
             return Ok(ReplayStep::Frame(r));
         }
     }
@@ -206,7 +212,7 @@ mod tests {
         let mut r =
             CanReplay::open(Capture::Builtin("canboat", data), Timing::Fast, false).unwrap();
         let mut n = 0;
-        while let ReplayStep::Frame(f) = r.next(Instant::now()).unwrap() {
+        while let ReplayStep::Frame(f) = r.next(Instant::now(), Stamp::now()).unwrap() {
             assert!(f.is_extended());
             n += 1;
         }
@@ -220,8 +226,11 @@ mod tests {
         let mut r =
             CanReplay::open(Capture::Builtin("canboat", data), Timing::Fps(100.0), false).unwrap();
         let now = Instant::now();
-        assert!(matches!(r.next(now).unwrap(), ReplayStep::Frame(_)));
-        match r.next(now).unwrap() {
+        assert!(matches!(
+            r.next(now, Stamp::now()).unwrap(),
+            ReplayStep::Frame(_)
+        ));
+        match r.next(now, Stamp::now()).unwrap() {
             ReplayStep::WaitUntil(t) => {
                 let d = t - now;
                 assert!(

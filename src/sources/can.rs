@@ -12,6 +12,7 @@ use std::time::Instant;
 use nix::poll::PollTimeout;
 
 use super::Reopen;
+use crate::clock::Stamp;
 use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::can::CanBus;
 use crate::formats::dronecan::{self, NODE_STATUS_ID, Transfer};
@@ -113,11 +114,13 @@ impl CanSource {
             unreachable!("replay input")
         };
         let now = Instant::now();
+        // One clock read for the batch: its frames are all due within a few milliseconds.
+        let stamp = Stamp::now();
         let mut step = Step::Continue;
-        let mut batch = [CanRecord::default(); 64];
+        let mut batch = [CanRecord::default(); 128];
         let mut n = 0;
         for _ in 0..BATCH {
-            match r.next(now)? {
+            match r.next(now, stamp)? {
                 ReplayStep::Frame(f) => {
                     batch[n] = f;
                     n += 1;
