@@ -171,12 +171,11 @@ fn nmea_inputs() -> (Vec<Vec<u8>>, Vec<harmony::records::Fix>) {
         intake.feed(&line, |e| {
             if let Event::Accepted(b) = e {
                 s.push(b.to_vec());
-                if let (Some(x), _) = fb.update(stamp, b) {
-                    f.push(x);
-                }
+                fb.update(stamp, b, |x| f.push(x));
             }
         });
     }
+    fb.flush(stamp, |x| f.push(x));
     (s, f)
 }
 
@@ -611,14 +610,14 @@ fn sessions_without_a_clock_are_numbered_and_gps_time_is_recorded() {
     let r2 = reg.clone();
     let h = std::thread::spawn(move || run_tree(&r2, &mut root));
     let mut fb = FixBuilder::default();
-    fb.update(
-        Stamp::now(),
-        b"$GPRMC,092750.000,A,5321.6802,N,00630.3372,W,0.02,31.66,280511,,,A*43",
-    );
-    let (f, _) = fb.update(
-        Stamp::now(),
+    let mut f = None;
+    for s in [
+        &b"$GPRMC,092750.000,A,5321.6802,N,00630.3372,W,0.02,31.66,280511,,,A*43"[..],
         b"$GPGGA,092750.000,5321.6802,N,00630.3372,W,1,8,1.03,61.7,M,55.2,M,,*76",
-    );
+    ] {
+        fb.update(Stamp::now(), s, |x| f = Some(x));
+    }
+    fb.flush(Stamp::now(), |x| f = Some(x));
     gt.push(GpsRecord::Fix(f.unwrap()));
     std::thread::sleep(Duration::from_millis(1500));
     reg.request_stop_all(StopReason::Requested("test".into()));

@@ -2,9 +2,11 @@
 //!
 //! It sleeps in `poll(2)` on the port and its waker, feeds what arrives to the [`Intake`]
 //! (gpsd-compatible framing and checksums), sends every accepted sentence exactly as received
-//! to the logger, and the fixes assembled from them to the logger and the uplink. Bad
-//! checksums, garbage, over-long lines and sentences the parser does not know are counted
-//! (metrics in the state file and `harmony ctl status`), never fatal.
+//! to the logger, and the fixes assembled from them (one per epoch, see
+//! [`FixBuilder`]) to the logger and the uplink. Bad checksums, garbage, over-long lines,
+//! sentences the parser does not know and numbers that read as infinity or NaN (`non_finite`:
+//! the sentence is logged raw but never becomes a fix value) are counted (metrics in the
+//! state file and `harmony ctl status`), never fatal.
 //!
 //! The port vanishing (USB receiver unplugged, hung-up tty) closes it; it is reopened every
 //! 2 s at most, the state note saying so. With `baud = "auto"` the source hunts like gpsd:
@@ -21,7 +23,7 @@ use super::Reopen;
 use crate::clock::Stamp;
 use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::serial::{HUNT_RATES, Uart};
-use crate::formats::nmea::{Event, FixBuilder, Intake, IntakeCounters, sentence};
+use crate::formats::nmea::{Event, FixBuilder, Intake, IntakeCounters, Parsed, sentence};
 use crate::records::GpsRecord;
 
 /// How the port's rate is chosen.
@@ -54,6 +56,7 @@ struct Metrics {
     fragments: Arc<AtomicU64>,
     noise_bytes: Arc<AtomicU64>,
     unparsed: Arc<AtomicU64>,
+    non_finite: Arc<AtomicU64>,
     reopens: Arc<AtomicU64>,
     baud: Arc<AtomicU64>,
 }
@@ -69,6 +72,7 @@ impl Metrics {
             fragments: ctx.metric("fragments"),
             noise_bytes: ctx.metric("noise_bytes"),
             unparsed: ctx.metric("unparsed"),
+            non_finite: ctx.metric("non_finite"),
             reopens: ctx.metric("reopens"),
             baud: ctx.metric("baud"),
         }
@@ -82,6 +86,7 @@ impl Metrics {
         self.fragments.store(c.fragments, Ordering::Relaxed);
         self.noise_bytes.store(c.noise_bytes, Ordering::Relaxed);
         self.unparsed.store(c.unparsed, Ordering::Relaxed);
+        self.non_finite.store(c.non_finite, Ordering::Relaxed);
     }
 }
 
@@ -216,24 +221,26 @@ impl GpsSource {
         let stamp = Stamp::now();
         let (logger, uplink, fixes) = (&self.to_logger, &self.to_uplink, &mut self.fixes);
         let mut any = false;
-        let mut unparsed = 0;
+        let (mut unparsed, mut non_finite) = (0, 0);
         let mut fix_count = 0;
         self.intake.feed(&self.buf[..n], |e| {
             if let Event::Accepted(bytes) = e {
                 any = true;
                 logger.push(GpsRecord::Sentence(sentence(stamp, bytes)));
-                let (fix, understood) = fixes.update(stamp, bytes);
-                if !understood {
-                    unparsed += 1;
-                }
-                if let Some(f) = fix {
+                let parsed = fixes.update(stamp, bytes, |f| {
                     fix_count += 1;
                     logger.push(GpsRecord::Fix(f));
                     uplink.push(GpsRecord::Fix(f));
+                });
+                match parsed {
+                    Parsed::Understood => {}
+                    Parsed::Unparsed => unparsed += 1,
+                    Parsed::NonFinite => non_finite += 1,
                 }
             }
         });
         self.intake.counters.unparsed += unparsed;
+        self.intake.counters.non_finite += non_finite;
         if let Some(m) = &self.metrics {
             m.publish(&self.intake.counters);
             m.fixes.fetch_add(fix_count, Ordering::Relaxed);
