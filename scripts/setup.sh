@@ -35,6 +35,9 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 { command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null; } || missing+=(systemd)
 command -v file >/dev/null || missing+=(file)
+# gpsd and gpsfake (issue #15): tests/gpsd_compare.rs checks the GPS fixes against gpsd's.
+{ [ -x /usr/sbin/gpsd ] || command -v gpsd >/dev/null; } || missing+=(gpsd)
+command -v gpsfake >/dev/null || missing+=(gpsd-clients)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
