@@ -296,3 +296,82 @@ fn baud_hunting_locks_on_valid_sentences() {
     assert_eq!(h.join().unwrap(), Outcome::Completed);
     drop(slave);
 }
+
+/// `$BODY*hh\r\n`.
+fn nmea(body: &str) -> String {
+    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${body}*{sum:02X}\r\n")
+}
+
+/// Issue #17: a receiver's `inf`/`nan` numbers are rejected and counted at intake
+/// (`non_finite`), and never reach a fix; the raw sentences are still logged as received.
+#[test]
+fn non_finite_values_are_rejected_and_counted() {
+    use std::io::Write;
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    let path = PathBuf::from(serialport::SerialPort::name(&slave).unwrap());
+    let (src, lrx, urx) = source(path, Baud::Fixed(9600), Duration::from_secs(3));
+    let mut root = Runner::new("root").child(LoopProcessor::new(src));
+    let reg = Registry::new();
+    let r2 = reg.clone();
+    let h = std::thread::spawn(move || run_tree(&r2, &mut root));
+    assert!(wait_until(secs(10), || reg
+        .find("gps")
+        .is_some_and(|e| e.note().contains("9600"))));
+    let gga = |t: &str, alt: &str, hdop: &str| {
+        nmea(&format!(
+            "GPGGA,{t},4807.0380,N,01131.3240,E,1,08,{hdop},{alt},M,46.9,M,,"
+        ))
+    };
+    let rmc = |t: &str, kn: &str, course: &str| {
+        nmea(&format!(
+            "GPRMC,{t},A,4807.0380,N,01131.3240,E,{kn},{course},040826,,,A"
+        ))
+    };
+    let lines = [
+        gga("120000.00", "545.4", "0.9"),
+        rmc("120000.00", "1.0", "10.0"),
+        gga("120001.00", "inf", "0.9"),
+        rmc("120001.00", "NaN", "10.0"),
+        gga("120002.00", "545.4", "nan"),
+        rmc("120002.00", "1.0", "-inf"),
+        nmea("GPVTG,Infinity,T,,M,1.0,N,1.9,K,A"),
+        gga("120003.00", "545.4", "0.9"),
+        rmc("120003.00", "1.0", "10.0"),
+        gga("120004.00", "545.4", "0.9"),
+    ];
+    master.write_all(lines.concat().as_bytes()).unwrap();
+    assert!(wait_until(secs(5), || metric(&reg, "gps", "sentences")
+        == lines.len() as u64));
+    assert_eq!(metric(&reg, "gps", "non_finite"), 5);
+    reg.request_stop_all(StopReason::Requested("test".into()));
+    assert_eq!(h.join().unwrap(), Outcome::Completed);
+    let (mut raw, mut fixes) = (0, Vec::new());
+    while let Some(r) = lrx.pop() {
+        match r {
+            GpsRecord::Sentence(_) => raw += 1,
+            GpsRecord::Fix(f) => fixes.push(f),
+        }
+    }
+    assert_eq!(raw, lines.len(), "every sentence logged raw");
+    // Epochs 1 and 2 had nothing finite: no fix; epoch 4 waits for its RMC.
+    let epochs: Vec<_> = fixes.iter().map(|f| f.time_of_day_s).collect();
+    assert_eq!(epochs, [Some(43200.0), Some(43203.0)], "{fixes:?}");
+    let uplinked: Vec<_> = std::iter::from_fn(|| urx.pop()).collect();
+    assert_eq!(uplinked.len(), fixes.len());
+    for f in &fixes {
+        let floats = [f.lat_deg, f.lon_deg, f.time_of_day_s]
+            .into_iter()
+            .flatten()
+            .chain(
+                [f.alt_msl_m, f.hdop, f.speed_mps, f.course_deg]
+                    .into_iter()
+                    .flatten()
+                    .map(f64::from),
+            );
+        for v in floats {
+            assert!(v.is_finite(), "{f:?}");
+        }
+    }
+    drop(slave);
+}

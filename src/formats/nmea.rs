@@ -249,6 +249,22 @@ enum Tag {
     Gll,
 }
 
+/// Whether a field of a fix sentence reads as infinity or NaN (`inf`, `-NaN`, `Infinity`...),
+/// which Rust's float parsing would accept but no receiver means.
+fn has_non_finite_field(text: &str) -> bool {
+    let kind = text.get(3..6).unwrap_or("");
+    if !matches!(kind, "GGA" | "RMC" | "GLL" | "VTG" | "ZDA") {
+        return false;
+    }
+    let body = text.split('*').next().unwrap_or(text);
+    body.split(',').any(|f| {
+        let f = f.trim_start_matches(['+', '-']);
+        ["inf", "nan", "infinity"]
+            .iter()
+            .any(|w| f.eq_ignore_ascii_case(w))
+    })
+}
+
 fn finite64(v: &[Option<f64>]) -> bool {
     v.iter().flatten().all(|x| x.is_finite())
 }
@@ -371,6 +387,9 @@ impl FixBuilder {
             Ok(t) => t.trim_end_matches(['\r', '\n']),
             Err(_) => return Parsed::Unparsed,
         };
+        if has_non_finite_field(text) {
+            return Parsed::NonFinite;
+        }
         let Ok(parsed) = nmea::parse_str(text) else {
             return Parsed::Unparsed;
         };
@@ -727,6 +746,7 @@ mod tests {
             nmea("GPGGA,120000.00,5321.6802,N,00630.3372,W,1,8,NaN,61.7,M,55.2,M,,"),
             nmea("GPRMC,120000.00,A,5321.6802,N,00630.3372,W,inf,10.0,040826,,,A"),
             nmea("GPVTG,nan,T,,M,1.0,N,1.8,K,A"),
+            nmea("GPRMC,120000.00,A,5321.6802,N,00630.3372,W,1.0,-Infinity,040826,,,A"),
         ] {
             let mut b = FixBuilder::default();
             let mut n = 0;
