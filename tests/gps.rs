@@ -375,3 +375,106 @@ fn non_finite_values_are_rejected_and_counted() {
     }
     drop(slave);
 }
+
+/// Runs the simulator alone until it is active, then lets a GPS source open its port (as on
+/// the sim board, where both start together and the source opens the port a moment later);
+/// returns the sentences the source logged, with their arrival times, once `n` have come.
+fn sim_then_source(
+    capture: &[u8],
+    speed: f64,
+    n: usize,
+) -> (Vec<(String, u64)>, std::sync::Arc<Registry>) {
+    let sim = GpsSim::new("gps-sim", capture, speed, false).unwrap();
+    let path = sim.device_path();
+    let mut sim_root = Runner::new("sim").child(LoopProcessor::new(sim));
+    let sim_reg = Registry::new();
+    let r2 = sim_reg.clone();
+    let hs = std::thread::spawn(move || run_tree(&r2, &mut sim_root));
+    assert!(wait_until(secs(10), || sim_reg
+        .find("gps-sim")
+        .is_some_and(|e| e.state() == ProcState::Active)));
+    // Time for a simulator that writes at once to write its first epoch before the port opens.
+    std::thread::sleep(Duration::from_millis(300));
+    let (src, lrx, _urx) = source(path, Baud::Fixed(115200), Duration::from_secs(3));
+    let mut root = Runner::new("root").child(LoopProcessor::new(src));
+    let reg = Registry::new();
+    let r3 = reg.clone();
+    let h = std::thread::spawn(move || run_tree(&r3, &mut root));
+    let mut got = Vec::new();
+    wait_until(secs(20), || {
+        while let Some(r) = lrx.pop() {
+            if let GpsRecord::Sentence(s) = r {
+                got.push((s.text().to_owned(), s.stamp.boot_ns));
+            }
+        }
+        got.len() >= n
+    });
+    reg.request_stop_all(StopReason::Requested("test".into()));
+    assert_eq!(h.join().unwrap(), Outcome::Completed);
+    sim_reg.request_stop_all(StopReason::Requested("test".into()));
+    assert_eq!(hs.join().unwrap(), Outcome::Completed);
+    (got, sim_reg)
+}
+
+/// Issue #16: the simulated GPS replays its capture from the first line, whenever the source
+/// opens the port, and at the capture's own pace, across UTC midnight too (23:59:59 and
+/// 00:00:00 are one epoch apart, not written together).
+#[test]
+fn sim_replays_from_its_first_line_at_its_own_pace_across_midnight() {
+    let times = ["235958.00", "235959.00", "000000.00", "000001.00"];
+    let mut capture = String::from("# a comment line\n");
+    for (i, t) in times.iter().enumerate() {
+        capture += &nmea(&format!(
+            "GPGGA,{t},4807.{:04},N,01131.3240,E,1,08,0.9,545.4,M,46.9,M,,",
+            380 + i
+        ));
+        capture += &nmea(&format!(
+            "GPRMC,{t},A,4807.{:04},N,01131.3240,E,1.0,10.0,{},,,A",
+            380 + i,
+            if i < 2 { "040826" } else { "050826" }
+        ));
+    }
+    let want = harmony::sim::gps::receiver_lines(capture.as_bytes());
+    // Speed 2: an epoch every 0.5 s.
+    let (got, _) = sim_then_source(capture.as_bytes(), 2.0, want.len());
+    let lines: Vec<&str> = got.iter().map(|(l, _)| l.as_str()).collect();
+    let want: Vec<String> = want
+        .iter()
+        .map(|l| String::from_utf8(l.clone()).unwrap().trim_end().to_owned())
+        .collect();
+    assert_eq!(lines, want, "the whole capture, from its first line");
+    let starts: Vec<u64> = got.iter().step_by(2).map(|(_, t)| *t).collect();
+    for (i, w) in starts.windows(2).enumerate() {
+        let gap = (w[1] - w[0]) as f64 * 1e-9;
+        assert!(gap > 0.35, "epochs {i} and {} {gap:.3} s apart", i + 1);
+    }
+    let total = (starts[3] - starts[0]) as f64 * 1e-9;
+    assert!(total > 1.3, "3 epochs in {total:.3} s");
+}
+
+/// Issue #17: any byte in a simulator capture, non-ASCII and invalid UTF-8 included, is sent
+/// as it is and never panics the simulator.
+#[test]
+fn non_ascii_capture_does_not_panic_the_simulator() {
+    let good = |t: &str| {
+        nmea(&format!(
+            "GPGGA,{t},4807.0380,N,01131.3240,E,1,08,0.9,545.4,M,46.9,M,,"
+        ))
+    };
+    let mut capture = Vec::new();
+    capture.extend_from_slice(good("120000.00").as_bytes());
+    capture.extend_from_slice("$Gé GA,120000.00,x*00\r\n".as_bytes());
+    capture.extend_from_slice("$GPGGA,1é0001.00,4807.0380,N*00\r\n".as_bytes());
+    capture.extend_from_slice(b"$GPRMC,12\xff\xfe01.00,A*00\r\n\xc3\r\n");
+    capture.extend_from_slice("$GPGLL,4807.0380,N,01131.3240,E,éé0001.00,A*00\r\n".as_bytes());
+    capture.extend_from_slice(good("120001.00").as_bytes());
+    let (got, sim_reg) = sim_then_source(&capture, 20.0, 2);
+    let e = sim_reg.find("gps-sim").unwrap();
+    assert_eq!(e.restarts(), 0, "the simulator did not fail");
+    assert_eq!(e.note(), "capture finished");
+    let lines: Vec<&str> = got.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        lines,
+        [good("120000.00").trim_end(), good("120001.00").trim_end()]
+    );
+}
