@@ -114,9 +114,7 @@ fn uplink_to_ground_streams_budget_and_latency_over_60_s() {
     };
     let budget = cfg.budget_bps();
     let ((g, r, c), inputs) = uplink_queues();
-    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let (uplink, _saver) = build_uplink(&cfg, dir.path(), inputs);
     let (sensors, feeds) = sources(g, r, c, 0);
     let flaky = Arc::new(AtomicU64::new(0));
     let root = Runner::new("root")
@@ -417,9 +415,7 @@ fn signed_commands_run_and_bad_ones_are_rejected() {
     let mut cfg = sim_cfg(dir.path());
     cfg.signing_key = Some(key.clone());
     let ((g, r, c), inputs) = uplink_queues();
-    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let (uplink, _saver) = build_uplink(&cfg, dir.path(), inputs);
     let (sensors, _feeds) = sources(g, r, c, 0);
     let rotations = Arc::new(AtomicU64::new(0));
     let root = Runner::new("root")
@@ -637,9 +633,7 @@ fn signing_starts_past_the_saved_timestamp_and_saves_it_while_running() {
     cfg.signing_key = Some(key);
     cfg.signing_save_s = 1.0;
     let ((g, r, c), inputs) = uplink_queues();
-    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let (uplink, _saver) = build_uplink(&cfg, dir.path(), inputs);
     let (sensors, _feeds) = sources(g, r, c, 0);
     let root = Runner::new("root")
         .with_child(harmony::concurrency::Child::boxed(uplink))
@@ -762,9 +756,7 @@ fn pymavlink_decodes_the_signed_stream_and_commands_it() {
     let mut cfg = sim_cfg(dir.path());
     cfg.signing_key = Some(key);
     let ((g, r, c), inputs) = uplink_queues();
-    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let (uplink, _saver) = build_uplink(&cfg, dir.path(), inputs);
     let (sensors, _feeds) = sources(g, r, c, 0);
     let root = Runner::new("root")
         .with_child(harmony::concurrency::Child::boxed(uplink))

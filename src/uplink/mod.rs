@@ -90,10 +90,14 @@ pub mod frame;
 pub mod ground;
 pub mod ground_view;
 pub mod health;
+pub mod persist;
 pub mod protocol;
 pub mod radio;
 pub mod signing;
 pub mod telemetry;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::concurrency::{ErrorBudget, LoopConfig, LoopProcessor, Processor};
 use crate::sinks::drain::SinkInputs;
@@ -105,60 +109,102 @@ pub enum UplinkError {
     Config { field: String, message: String },
     #[error("uplink.signing_key: {0}")]
     Key(#[from] signing::KeyError),
+    #[error("uplink.signing_state: {0} (give uplink.signing_state a writable place)")]
+    State(#[from] persist::SigningError),
     #[error("uplink.sim: cannot create the simulated radio: {0}")]
     Pty(std::io::Error),
 }
 
+impl UplinkError {
+    /// A mistake in the board file (refuse to start), rather than trouble at run time.
+    pub fn is_board_error(&self) -> bool {
+        !matches!(self, UplinkError::Pty(_))
+    }
+}
+
+/// The uplink processor and, with signing, the persister that saves its state: someone must
+/// call [`persist::Persister::save_pending`] periodically and once after the tree stopped.
+pub struct Built {
+    pub processor: Box<dyn Processor>,
+    pub persister: Option<Arc<persist::Persister>>,
+}
+
 /// Builds the uplink processor (named `uplink`) that drains `inputs`. `fc_node` is the
-/// flight controller's DroneCAN node ID (its NodeStatus is reported to the ground).
+/// flight controller's DroneCAN node ID (its NodeStatus is reported to the ground);
+/// `data_dir` holds the signing state by default.
 pub fn build(
     cfg: &config::UplinkSection,
+    data_dir: &Path,
     inputs: SinkInputs,
     fc_node: Option<u8>,
-) -> Result<Box<dyn Processor>, (UplinkError, SinkInputs)> {
-    match prepare(cfg) {
-        Ok((radio, signing)) => {
-            let up = telemetry::Uplink::new(cfg.clone(), inputs, fc_node, radio, signing);
+) -> Result<Built, (UplinkError, SinkInputs)> {
+    match prepare(cfg, data_dir) {
+        Ok((radio, signing, unsigned)) => {
+            let persister = signing.as_ref().map(|s| s.persister.clone());
+            let up = telemetry::Uplink::new(cfg.clone(), inputs, fc_node, radio, signing, unsigned);
             // Never fail the tree over radio trouble: errors are counted and the loop goes on.
             let lc = LoopConfig {
                 error_budget: ErrorBudget::UNLIMITED,
                 ..LoopConfig::default()
             };
-            Ok(Box::new(LoopProcessor::with_config(up, lc)))
+            Ok(Built {
+                processor: Box::new(LoopProcessor::with_config(up, lc)),
+                persister,
+            })
         }
         Err(e) => Err((e, inputs)),
     }
 }
 
-type Prepared = (telemetry::RadioSpec, Option<([u8; 32], u64)>);
+type Prepared = (
+    telemetry::RadioSpec,
+    Option<telemetry::Signing>,
+    telemetry::Unsigned,
+);
 
-fn prepare(cfg: &config::UplinkSection) -> Result<Prepared, UplinkError> {
+fn prepare(cfg: &config::UplinkSection, data_dir: &Path) -> Result<Prepared, UplinkError> {
     cfg.validate()
         .map_err(|(field, message)| UplinkError::Config { field, message })?;
-    let signing = match &cfg.signing_key {
-        Some(k) => {
-            let key = signing::load_key(k)?;
-            let stored = match cfg.signing_state_path() {
-                Some(p) => match signing::TimestampStore::new(p.clone()).load() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        log::warn!(
-                            "uplink: cannot read the signing timestamp {}: {e}; starting from the clock",
-                            p.display()
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
-            Some((key, signing::TimestampStore::start_ticks(stored)))
-        }
-        None => {
-            if cfg.sim.is_none() {
-                log::warn!(
-                    "uplink: no uplink.signing_key: commands from anyone on the radio's channel are obeyed (see boards/rpi4b.toml to set a key)"
-                );
+    let mut unsigned = telemetry::Unsigned::Accept;
+    let signing = match (&cfg.signing_key, cfg.signing_state_path(data_dir)) {
+        (Some(k), Some(state)) => match signing::load_key(k) {
+            Ok(key) => {
+                let p = persist::Persister::new(state);
+                p.check_writable()?;
+                let loaded = p.load().unwrap_or_else(|e| {
+                    log::warn!("uplink: cannot read the signing state: {e}; starting from the clock");
+                    persist::Loaded::default()
+                });
+                // The signing guide's rule: the larger of the clock and the stored timestamp.
+                let start = loaded.ticks.unwrap_or(0).max(signing::clock_ticks());
+                Some(telemetry::Signing {
+                    key,
+                    start,
+                    streams: loaded.streams,
+                    persister: Arc::new(p),
+                })
             }
+            Err(e) if e.is_missing() => {
+                log::error!(
+                    "uplink: signing key {} is MISSING: telemetry only, every command from the ground is REFUSED until the key is there and harmony restarts",
+                    k.display()
+                );
+                unsigned = telemetry::Unsigned::Refuse("signing key missing");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        _ if cfg.accept_unsigned_commands => {
+            log::warn!(
+                "uplink: ACCEPTING UNSIGNED COMMANDS (uplink.accept_unsigned_commands): anyone on the radio's channel can pause sources, rotate logs or stop the firmware"
+            );
+            None
+        }
+        _ => {
+            log::warn!(
+                "uplink: no uplink.signing_key: telemetry only, every command is refused (set signing_key, see boards/rpi4b.toml)"
+            );
+            unsigned = telemetry::Unsigned::Refuse("no signing key");
             None
         }
     };
@@ -171,5 +217,5 @@ fn prepare(cfg: &config::UplinkSection) -> Result<Prepared, UplinkError> {
             baud: cfg.baud,
         },
     };
-    Ok((radio, signing))
+    Ok((radio, signing, unsigned))
 }

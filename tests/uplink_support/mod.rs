@@ -21,6 +21,7 @@ use harmony::records::{
 };
 use harmony::sinks::drain::SinkInputs;
 use harmony::uplink::config::{UplinkSection, UplinkSimSection};
+use harmony::uplink::persist::SaverThread;
 use nix::fcntl::OFlag;
 use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
 
@@ -231,6 +232,22 @@ impl Processor for FailsOnce {
         }
         Ok(())
     }
+}
+
+/// The uplink for `cfg` (signing state, by default, in `dir`) and the saver that writes its
+/// signing state: drop the saver after the tree stopped, for the final save.
+pub fn build_uplink(
+    cfg: &UplinkSection,
+    dir: &Path,
+    inputs: SinkInputs,
+) -> (Box<dyn Processor>, Option<SaverThread>) {
+    let b = harmony::uplink::build(cfg, dir, inputs, Some(FC_NODE))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let saver = b
+        .persister
+        .map(|p| SaverThread::spawn(p, Duration::from_millis(200)).unwrap());
+    (b.processor, saver)
 }
 
 pub fn sim_cfg(dir: &Path) -> UplinkSection {
