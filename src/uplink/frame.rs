@@ -456,6 +456,55 @@ mod tests {
     use super::*;
     use crate::clock::Stamp;
 
+    // Issue #16: a text longer than 50 bytes goes in chunks sharing an id, with chunk_seq
+    // counting up, signed or not; the crate still decodes each chunk, and the assembler puts
+    // the text back together (also one of exactly 100 bytes, ended by an empty chunk).
+    #[test]
+    fn long_statustext_chunks_and_reassembles() {
+        for signer in [None, Some(Signer::new([3; 32], 0, 0))] {
+            for text in [
+                "x".repeat(100),
+                (0..130).map(|i| (b'a' + i % 26) as char).collect::<String>(),
+                "short".to_owned(),
+            ] {
+                let mut f = Framer::new(1, 191, signer.as_ref().map(|_| Signer::new([3; 32], 0, 0)));
+                let id = if text.len() > TEXT_CHUNK { 7 } else { 0 };
+                let mut dec = Decoder::default();
+                let n = text_chunks(text.len());
+                for seq in 0..n {
+                    let p = statustext_chunk(
+                        MavSeverity::MAV_SEVERITY_WARNING,
+                        text.as_bytes(),
+                        id,
+                        seq as u8,
+                    );
+                    let size = f.encode_payload(STATUSTEXT_ID, STATUSTEXT_CRC_EXTRA, &p);
+                    let bytes = f.finish().to_vec();
+                    assert_eq!(bytes.len(), size);
+                    assert!(size <= 80, "{size}");
+                    dec.push(&bytes);
+                }
+                let mut asm = TextAssembler::default();
+                let mut got = Vec::new();
+                let mut seqs = Vec::new();
+                while let Some(raw) = dec.next_frame() {
+                    let MavMessage::STATUSTEXT(t) = parse(&raw).unwrap() else {
+                        panic!("not a STATUSTEXT");
+                    };
+                    let (rid, seq) = statustext_ids(&raw);
+                    assert_eq!(rid, id);
+                    seqs.push(seq);
+                    got.extend(asm.push(1, rid, seq, t.text.as_slice()));
+                }
+                assert_eq!(seqs, (0..n as u8).collect::<Vec<_>>());
+                assert_eq!(got, [text.clone()], "{n} chunks");
+            }
+        }
+        assert_eq!(text_chunks(100), 3);
+        assert_eq!(text_chunks(101), 3);
+        assert_eq!(text_chunks(50), 1);
+    }
+
     #[test]
     fn frames_decode_through_garbage_and_split_reads() {
         let mut f = Framer::new(1, 191, None);

@@ -151,6 +151,12 @@ impl Persister {
     /// Checks at start that the state can be written where it is configured (its directory
     /// exists and takes a new file), by creating and removing the temporary file.
     pub fn check_writable(&self) -> Result<(), SigningError> {
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| !m.is_file()) {
+            return Err(self.err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is there but not a regular file",
+            )));
+        }
         let tmp = self.tmp_path();
         fs::OpenOptions::new()
             .write(true)

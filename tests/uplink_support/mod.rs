@@ -339,3 +339,30 @@ pub fn read_timeout(m: &mut PtyMaster, buf: &mut [u8], timeout: Duration) -> usi
         _ => 0,
     }
 }
+
+/// A processor named `name` that fails once, `after` its start (a long name makes a long
+/// "failed" event, sent in STATUSTEXT chunks).
+pub struct FailsOnceAs {
+    pub name: &'static str,
+    pub after: Duration,
+    pub runs: Arc<AtomicU64>,
+}
+
+impl Processor for FailsOnceAs {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn body(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            let end = Instant::now() + self.after;
+            while Instant::now() < end && !ctx.should_stop() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Err("simulated fault".into());
+        }
+        while !ctx.should_stop() {
+            ctx.sleep_until(None);
+        }
+        Ok(())
+    }
+}
