@@ -921,7 +921,11 @@ fn quick_restarts_do_not_drift_and_a_ground_that_speaks_first_is_accepted() {
     for _ in 0..3 {
         let (tree, saver) = start_tree(&cfg, dir.path(), None);
         let reg = tree.reg.clone();
-        assert!(wait_until(secs(10), || metric(&reg, "uplink", "frames_sent") > 3));
+        assert!(wait_until(secs(10), || metric(
+            &reg,
+            "uplink",
+            "frames_sent"
+        ) > 3));
         tree.stop();
         drop(saver);
     }
@@ -1062,11 +1066,17 @@ fn fc_values_go_once_per_node_status_and_silence_is_silence() {
     wire.pump(total);
     let (reg, _) = tree.stop();
     let last = last_push.lock().unwrap().expect("NodeStatus pushed");
-    let fc: Vec<&(Instant, String, i32)> =
-        wire.values.iter().filter(|(_, n, _)| n.starts_with("fc_")).collect();
+    let fc: Vec<&(Instant, String, i32)> = wire
+        .values
+        .iter()
+        .filter(|(_, n, _)| n.starts_with("fc_"))
+        .collect();
     for name in ["fc_health", "fc_mode", "fc_uptime"] {
         let n = fc.iter().filter(|(_, x, _)| x == name).count();
-        assert_eq!(n, N as usize, "{name} sent {n} times for {N} NodeStatus: {fc:?}");
+        assert_eq!(
+            n, N as usize,
+            "{name} sent {n} times for {N} NodeStatus: {fc:?}"
+        );
     }
     let uptimes: Vec<i32> = fc
         .iter()
@@ -1080,7 +1090,9 @@ fn fc_values_go_once_per_node_status_and_silence_is_silence() {
         "FC values after the last NodeStatus: {fc:?}"
     );
     assert!(
-        wire.texts.iter().any(|t| t.contains("flight controller silent")),
+        wire.texts
+            .iter()
+            .any(|t| t.contains("flight controller silent")),
         "{:?}",
         wire.texts
     );
@@ -1118,7 +1130,11 @@ fn without_a_key_commands_are_refused_unless_the_board_accepts_unsigned() {
     assert_eq!(metric(&reg, "uplink", "commands_unsigned_refused"), 2);
     // Telemetry still flows.
     for id in [0u32, 24, 1] {
-        assert!(wire.ids.contains(&id), "message {id} missing: {:?}", wire.ids);
+        assert!(
+            wire.ids.contains(&id),
+            "message {id} missing: {:?}",
+            wire.ids
+        );
     }
     let note = reg.find("uplink").unwrap().snapshot().note;
     assert!(note.contains("commands refused"), "{note}");
@@ -1154,7 +1170,11 @@ fn a_missing_key_file_runs_telemetry_only_and_refuses_commands() {
     wire.pump(Duration::from_secs(2) * slow_factor());
     assert_eq!(wire.acks, [(31010, MavResult::MAV_RESULT_DENIED)]);
     assert!(!reg.find("gps").unwrap().pause.is_set());
-    assert!(wire.ids.contains(&24), "GPS telemetry flows: {:?}", wire.ids);
+    assert!(
+        wire.ids.contains(&24),
+        "GPS telemetry flows: {:?}",
+        wire.ids
+    );
     let note = reg.find("uplink").unwrap().snapshot().note;
     assert!(note.contains("MISSING"), "{note}");
     tree.stop();
@@ -1184,7 +1204,11 @@ fn a_gps_years_ahead_does_not_move_the_saved_timestamp() {
         ));
     let tree = Tree::start(root);
     let reg = tree.reg.clone();
-    assert!(wait_until(secs(10), || metric(&reg, "uplink", "gps_time_held") > 5));
+    assert!(wait_until(secs(10), || metric(
+        &reg,
+        "uplink",
+        "gps_time_held"
+    ) > 5));
     tree.stop();
     drop(saver);
     let ahead = saved_ticks(&dir.path().join(STATE_FILE)) as i64 - clock_ticks() as i64;
@@ -1230,14 +1254,21 @@ fn a_frame_recorded_before_a_restart_is_refused_after_it() {
         .load()
         .unwrap();
     assert_eq!(state.streams.len(), 1, "{state:?}");
-    assert!(std::fs::read_dir(&etc).unwrap().count() == 1, "nothing beside the key");
+    assert!(
+        std::fs::read_dir(&etc).unwrap().count() == 1,
+        "nothing beside the key"
+    );
 
     let (tree, _saver) = start_tree(&cfg, dir.path(), None);
     let reg = tree.reg.clone();
     let mut wire = Wire::open(&dir.path().join("radio"));
     wire.send(&recorded);
     wire.pump(Duration::from_secs(1) * slow_factor());
-    assert!(wait_until(secs(3), || metric(&reg, "uplink", "rx_replayed") == 1));
+    assert!(wait_until(secs(3), || metric(
+        &reg,
+        "uplink",
+        "rx_replayed"
+    ) == 1));
     assert!(wire.acks.is_empty(), "the replayed command was answered");
     tree.stop();
 }
@@ -1287,7 +1318,11 @@ fn the_uplink_thread_does_no_signing_file_io() {
         .child(sensors);
     let tree = Tree::start(root);
     let reg = tree.reg.clone();
-    assert!(wait_until(secs(10), || metric(&reg, "uplink", "frames_sent") > 10));
+    assert!(wait_until(secs(10), || metric(
+        &reg,
+        "uplink",
+        "frames_sent"
+    ) > 10));
     std::thread::sleep(Duration::from_millis(600));
     tree.stop();
     let state = dir.path().join(STATE_FILE);

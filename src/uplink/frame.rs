@@ -11,6 +11,7 @@
 
 use std::io::{self, Read};
 
+use mavlink::consts::v2::IFLAG_SIGNED;
 use mavlink::dialects::common::{
     CAN_FRAME_DATA, DISTANCE_SENSOR_DATA, GPS_RAW_INT_DATA, GpsFixType, HEARTBEAT_DATA,
     MavAutopilot, MavDistanceSensor, MavMessage, MavModeFlag, MavSensorOrientation, MavSeverity,
@@ -18,7 +19,6 @@ use mavlink::dialects::common::{
 };
 use mavlink::error::{MessageReadError, ParserError};
 use mavlink::types::CharArray;
-use mavlink::consts::v2::IFLAG_SIGNED;
 use mavlink::{
     MAV_STX_V2, MAVLinkMessageRaw, MAVLinkV2MessageRaw, MavHeader, MavlinkReader, Message,
 };
@@ -78,7 +78,11 @@ impl Framer {
     /// cut as MAVLink 2 does. Returns the frame's size on the wire.
     pub fn encode_payload(&mut self, msgid: u32, extra_crc: u8, payload: &[u8]) -> usize {
         let n = payload.iter().rposition(|&b| b != 0).map_or(1, |i| i + 1);
-        let iflags = if self.signer.is_some() { IFLAG_SIGNED } else { 0 };
+        let iflags = if self.signer.is_some() {
+            IFLAG_SIGNED
+        } else {
+            0
+        };
         let id = msgid.to_le_bytes();
         let header = [
             MAV_STX_V2,
@@ -464,10 +468,13 @@ mod tests {
         for signer in [None, Some(Signer::new([3; 32], 0, 0))] {
             for text in [
                 "x".repeat(100),
-                (0..130).map(|i| (b'a' + i % 26) as char).collect::<String>(),
+                (0..130)
+                    .map(|i| (b'a' + i % 26) as char)
+                    .collect::<String>(),
                 "short".to_owned(),
             ] {
-                let mut f = Framer::new(1, 191, signer.as_ref().map(|_| Signer::new([3; 32], 0, 0)));
+                let mut f =
+                    Framer::new(1, 191, signer.as_ref().map(|_| Signer::new([3; 32], 0, 0)));
                 let id = if text.len() > TEXT_CHUNK { 7 } else { 0 };
                 let mut dec = Decoder::default();
                 let n = text_chunks(text.len());
@@ -497,7 +504,7 @@ mod tests {
                     got.extend(asm.push(1, rid, seq, t.text.as_slice()));
                 }
                 assert_eq!(seqs, (0..n as u8).collect::<Vec<_>>());
-                assert_eq!(got, [text.clone()], "{n} chunks");
+                assert_eq!(got, std::slice::from_ref(&text), "{n} chunks");
             }
         }
         assert_eq!(text_chunks(100), 3);

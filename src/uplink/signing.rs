@@ -405,7 +405,10 @@ mod tests {
         assert!(s.observe_gps(years), "held back");
         assert!(s.now() <= s.estimate() + GPS_MAX_AHEAD_TICKS, "{}", s.now());
         assert!(s.now() >= now + GPS_MAX_AHEAD_TICKS);
-        assert!(!s.observe_gps(now + 100), "a GPS time within the bound is not held back");
+        assert!(
+            !s.observe_gps(now + 100),
+            "a GPS time within the bound is not held back"
+        );
         s.observe(years);
         assert!(s.now() >= years);
         // With nothing to stand on (clock unset, nothing stored) the first GPS time is taken.

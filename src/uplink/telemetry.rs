@@ -26,12 +26,12 @@ use super::budget::{Budget, WindowMeter};
 use super::config::UplinkSection;
 use super::frame::{self, Decoder, Framer};
 use super::health::{self, Health, Own};
+use super::persist::{Persister, StreamEntry};
 use super::protocol::{
     COMPONENT_ID, Command, FC_HEALTH, FC_MODE, FC_UPTIME, Rate, SOURCES, Stream, command_name,
     result_name,
 };
 use super::radio::{Port, SimRadio, Wrote};
-use super::persist::{Persister, StreamEntry};
 use super::signing::{Verdict, Verifier, ticks_of_unix_ns};
 use crate::clock::boot_ns;
 use crate::concurrency::{BoxError, Context, Loop, Origin, Signal, Step, StopReason};
