@@ -181,7 +181,7 @@ fn uplink_to_ground_streams_budget_and_latency_over_60_s() {
         "name=disk_mb value=5000",
         "name=log_kib value=1024",
         // Issue #16: longer than 50 characters, sent in chunks and put back together.
-        "TEXT severity=INFO text=\"harmony uplink up (UNSIGNED, no key: commands refused)\"",
+        "TEXT severity=WARNING text=\"harmony uplink up (UNSIGNED, no key: commands refused)\"",
         "TEXT severity=ERROR text=\"flaky failed",
     ] {
         assert!(has(p), "nothing like `{p}` arrived");

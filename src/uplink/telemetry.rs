@@ -669,7 +669,8 @@ impl Uplink {
                 if self.reopen.failed() {
                     log::warn!("{}: {e}; retrying every 2 s", ctx.path());
                 }
-                ctx.set_note(&format!("no radio: {e}; retrying every 2 s"));
+                let signed = self.signed_word();
+                ctx.set_note(&format!("no radio: {e}; retrying every 2 s ({signed})"));
             }
         }
     }
@@ -1463,10 +1464,13 @@ impl Loop for Uplink {
                 self.cfg.budget_bps()
             ));
         }
-        self.event(
-            MavSeverity::MAV_SEVERITY_INFO,
-            &format!("harmony uplink up ({signed})"),
-        );
+        // Unsigned is worth a warning on the ground too (commands refused, or obeyed from anyone).
+        let severity = if self.verifier.is_some() {
+            MavSeverity::MAV_SEVERITY_INFO
+        } else {
+            MavSeverity::MAV_SEVERITY_WARNING
+        };
+        self.event(severity, &format!("harmony uplink up ({signed})"));
         Ok(())
     }
 
