@@ -29,7 +29,7 @@ use mavlink::dialects::common::MavMessage;
 
 #[path = "../tests/uplink_support/mod.rs"]
 mod uplink_support;
-use uplink_support::{FC_NODE, KEY, sim_cfg, sources_with, uplink_queues, write_key};
+use uplink_support::{KEY, build_uplink, sim_cfg, sources_with, uplink_queues, write_key};
 
 struct Run {
     name: &'static str,
@@ -65,9 +65,7 @@ fn run(r: &Run) -> Result {
         cfg.signing_key = Some(write_key(dir.path(), &KEY));
     }
     let ((g, rg, c), inputs) = uplink_queues();
-    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let (uplink, _saver) = build_uplink(&cfg, dir.path(), inputs);
     let period = Duration::from_millis(r.fix_period_ms);
     let (sensors, feeds) = sources_with(g, rg, c, 0, period);
     let mut root = Runner::new("bench")

@@ -51,6 +51,10 @@ pub enum TopologyError {
     },
     #[error("can.replay: {0}")]
     Replay(#[from] crate::formats::candump::DumpError),
+    #[error("{0}")]
+    Uplink(crate::uplink::UplinkError),
+    #[error("uplink: cannot start the signing-state saver: {0}")]
+    Saver(std::io::Error),
 }
 
 /// Handles on the simulated devices (for tests and fault injection).
@@ -64,6 +68,9 @@ pub struct SimHandles {
 pub struct Topology {
     pub root: Runner,
     pub sim: SimHandles,
+    /// Saves the uplink's signing state off the uplink's thread, and once more when dropped
+    /// (after the tree stopped). To become a periodic housekeeping job.
+    pub signing_saver: Option<crate::uplink::persist::SaverThread>,
 }
 
 /// How long a sink sleeps between batches when records keep coming.
@@ -287,9 +294,20 @@ pub fn build_with(
         can: can_u_rx,
     };
     let fc_node = board.can.as_ref().and_then(|c| c.flight_controller_node);
+    let mut signing_saver = None;
     let uplink: Box<dyn Processor> = match &board.uplink {
-        Some(u) => match crate::uplink::build(u, uplink_inputs, fc_node) {
-            Ok(p) => p,
+        Some(u) => match crate::uplink::build(u, &board.board.data_dir, uplink_inputs, fc_node) {
+            Ok(b) => {
+                if let Some(p) = b.persister {
+                    let every = Duration::from_secs(1);
+                    signing_saver = Some(
+                        crate::uplink::persist::SaverThread::spawn(p, every)
+                            .map_err(TopologyError::Saver)?,
+                    );
+                }
+                b.processor
+            }
+            Err((e, _)) if e.is_board_error() => return Err(TopologyError::Uplink(e)),
             Err((e, inputs)) => {
                 log::warn!("uplink: {e}; counting its records instead");
                 Box::new(LoopProcessor::new(SinkLoop::new(
@@ -318,5 +336,9 @@ pub fn build_with(
     if !sensors.is_empty() {
         root = root.child(sensors);
     }
-    Ok(Topology { root, sim: handles })
+    Ok(Topology {
+        root,
+        sim: handles,
+        signing_saver,
+    })
 }

@@ -49,9 +49,7 @@ fn radio_removed_and_recreated_uplink_recovers_logger_loses_nothing() {
         range: rlr,
         can: clr,
     };
-    let uplink = harmony::uplink::build(&cfg, inputs, Some(FC_NODE))
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let (uplink, _saver) = build_uplink(&cfg, dir.path(), inputs);
     let (sensors, feeds) = sources(g, r, c, SECS);
     let root = Runner::new("root")
         .child(LoopProcessor::new(SinkLoop::new(

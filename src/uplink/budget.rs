@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// The window the budget is promised over.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// Room for the largest frame the uplink sends (a signed STATUSTEXT is 76 bytes).
+/// Room for the largest frame the uplink sends (a signed STATUSTEXT chunk is 79 bytes).
 pub const MAX_FRAME: f64 = 80.0;
 
 /// The token bucket.

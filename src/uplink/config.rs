@@ -7,8 +7,9 @@
 //! baud = 57600
 //! system_id = 1
 //! budget_percent = 50          # of baud / 10 bytes per second
-//! signing_key = "/etc/harmony/uplink.key"          # 32 raw bytes, mode 0600
-//! signing_state = "/var/lib/harmony/uplink.sigts"  # last signing timestamp
+//! signing_key = "/var/lib/harmony/uplink.key"     # 32 raw bytes, mode 0600
+//! signing_state = "/var/lib/harmony/uplink-signing.state"  # default: in data_dir
+//! accept_unsigned_commands = false  # without a key: obey anyone on the channel (sim only)
 //! [uplink.rates]               # Hz; 0 switches a stream off
 //! gps = 5.0
 //! [uplink.sim]
@@ -24,6 +25,8 @@ use super::signing;
 
 /// Lowest budget accepted: a heartbeat per second plus room for an error message.
 pub const MIN_BUDGET_BPS: f64 = 120.0;
+/// The signing state's file name in the data directory (the default `signing_state`).
+pub const DEFAULT_STATE_FILE: &str = "uplink-signing.state";
 /// Highest rate a stream may be given (per second).
 pub const MAX_STREAM_HZ: f64 = 50.0;
 
@@ -46,8 +49,14 @@ pub struct UplinkSection {
     /// A file of exactly 32 raw bytes, readable by the service user only. When set, every
     /// message sent is signed and unsigned, badly signed or replayed ones are rejected.
     pub signing_key: Option<PathBuf>,
-    /// Where the last signing timestamp is kept (default: the key's path + `.timestamp`).
+    /// Where the signing timestamp and the replay table are kept (default:
+    /// `<data_dir>/uplink-signing.state`; the data partition, not the read-only /etc).
     pub signing_state: Option<PathBuf>,
+    /// Without a usable key, obey unsigned commands (default false: without a key the uplink
+    /// sends telemetry and refuses every command). The simulated board sets it; it is
+    /// warned about loudly at start. With a key every command must be signed regardless.
+    #[serde(default)]
+    pub accept_unsigned_commands: bool,
     /// Seconds between saves of the signing timestamp while running (default 30, at most 60:
     /// the start-up margin is one minute).
     #[serde(default = "default_signing_save_s")]
@@ -122,6 +131,7 @@ impl Default for UplinkSection {
             budget_percent: default_budget_percent(),
             signing_key: None,
             signing_state: None,
+            accept_unsigned_commands: false,
             signing_save_s: default_signing_save_s(),
             link_id: 0,
             rates: RateSection::default(),
@@ -154,14 +164,14 @@ impl UplinkSection {
         self.baud as f64 / 10.0 * self.budget_percent / 100.0
     }
 
-    /// Where the signing timestamp is persisted, when signing is on.
-    pub fn signing_state_path(&self) -> Option<PathBuf> {
-        let key = self.signing_key.as_ref()?;
-        Some(self.signing_state.clone().unwrap_or_else(|| {
-            let mut p = key.clone().into_os_string();
-            p.push(".timestamp");
-            PathBuf::from(p)
-        }))
+    /// Where the signing state is persisted (when a key is configured), for `data_dir`.
+    pub fn signing_state_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.signing_key.as_ref()?;
+        Some(
+            self.signing_state
+                .clone()
+                .unwrap_or_else(|| data_dir.join(DEFAULT_STATE_FILE)),
+        )
     }
 
     /// Streams, most important first.
@@ -287,10 +297,14 @@ impl UplinkSection {
             );
         }
         match &self.signing_key {
-            Some(k) => {
-                signing::load_key(k)
-                    .map_err(|e| ("uplink.signing_key".to_owned(), e.to_string()))?;
-            }
+            // A missing key is not a board error: the uplink runs telemetry-only and says so
+            // (the recording must not depend on it). A key that is there but wrong is.
+            Some(k) => match signing::load_key(k) {
+                Err(e) if !e.is_missing() => {
+                    return bad("uplink.signing_key", e.to_string());
+                }
+                _ => {}
+            },
             None => {
                 if self.signing_state.is_some() {
                     return bad(
@@ -300,8 +314,8 @@ impl UplinkSection {
                 }
             }
         }
-        if let Some(p) = self.signing_state_path() {
-            check_parent("uplink.signing_state", &p)?;
+        if let Some(p) = &self.signing_state {
+            check_parent("uplink.signing_state", p)?;
         }
         if let Some(l) = self.sim.as_ref().and_then(|s| s.link.as_ref())
             && l.is_dir()
@@ -398,8 +412,11 @@ mod tests {
         assert_eq!(f, "uplink.signing_key");
         assert!(m.contains("31 bytes"), "{m}");
         assert_eq!(
-            c.signing_state_path().unwrap(),
-            dir.path().join("key.timestamp")
+            c.signing_state_path(Path::new("/data")).unwrap(),
+            Path::new("/data").join(DEFAULT_STATE_FILE)
         );
+        // Issue #11: a configured key that is missing is no board error (telemetry-only).
+        std::fs::remove_file(&k).unwrap();
+        c.validate().unwrap();
     }
 }

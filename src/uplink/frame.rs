@@ -11,6 +11,7 @@
 
 use std::io::{self, Read};
 
+use mavlink::consts::v2::IFLAG_SIGNED;
 use mavlink::dialects::common::{
     CAN_FRAME_DATA, DISTANCE_SENSOR_DATA, GPS_RAW_INT_DATA, GpsFixType, HEARTBEAT_DATA,
     MavAutopilot, MavDistanceSensor, MavMessage, MavModeFlag, MavSensorOrientation, MavSeverity,
@@ -18,7 +19,9 @@ use mavlink::dialects::common::{
 };
 use mavlink::error::{MessageReadError, ParserError};
 use mavlink::types::CharArray;
-use mavlink::{MAVLinkMessageRaw, MAVLinkV2MessageRaw, MavHeader, MavlinkReader, Message};
+use mavlink::{
+    MAV_STX_V2, MAVLinkMessageRaw, MAVLinkV2MessageRaw, MavHeader, MavlinkReader, Message,
+};
 
 use super::signing::Signer;
 use crate::records::{CAN_EFF_FLAG, CAN_EFF_MASK, CanRecord, Fix, FixQuality, RangeRecord};
@@ -66,6 +69,39 @@ impl Framer {
         } else {
             self.raw.serialize_message(header, msg);
         }
+        self.len = self.raw.raw_bytes().len();
+        self.len
+    }
+
+    /// Serializes a payload built by hand (a message with MAVLink 2 extension fields the
+    /// crate does not know, e.g. STATUSTEXT's `id` and `chunk_seq`); trailing zero bytes are
+    /// cut as MAVLink 2 does. Returns the frame's size on the wire.
+    pub fn encode_payload(&mut self, msgid: u32, extra_crc: u8, payload: &[u8]) -> usize {
+        let n = payload.iter().rposition(|&b| b != 0).map_or(1, |i| i + 1);
+        let iflags = if self.signer.is_some() {
+            IFLAG_SIGNED
+        } else {
+            0
+        };
+        let id = msgid.to_le_bytes();
+        let header = [
+            MAV_STX_V2,
+            n as u8,
+            iflags,
+            0,
+            self.sequence,
+            self.system_id,
+            self.component_id,
+            id[0],
+            id[1],
+            id[2],
+        ];
+        self.raw = MAVLinkV2MessageRaw::new();
+        let buf = self.raw.as_mut_slice();
+        buf[..header.len()].copy_from_slice(&header);
+        buf[header.len()..header.len() + n].copy_from_slice(&payload[..n]);
+        let crc = mavlink::calculate_crc(&buf[1..header.len() + n], extra_crc);
+        buf[header.len() + n..header.len() + n + 2].copy_from_slice(&crc.to_le_bytes());
         self.len = self.raw.raw_bytes().len();
         self.len
     }
@@ -310,6 +346,96 @@ pub fn name10(s: &str) -> CharArray<10> {
     CharArray::from(cut(s, 10))
 }
 
+/// STATUSTEXT's message id, CRC extra, and its MAVLink 2 payload with the extensions.
+pub const STATUSTEXT_ID: u32 = 253;
+pub const STATUSTEXT_CRC_EXTRA: u8 = 83;
+pub const STATUSTEXT_LEN: usize = 54;
+/// Text bytes per STATUSTEXT chunk.
+pub const TEXT_CHUNK: usize = 50;
+
+/// Chunk `seq` of a long text (MAVLink 2: chunks of 50 bytes sharing a non-zero `id`, the last
+/// one shorter, i.e. ending in a zero byte; `id` 0 for a text that fits one message).
+pub fn statustext_chunk(
+    severity: MavSeverity,
+    text: &[u8],
+    id: u16,
+    seq: u8,
+) -> [u8; STATUSTEXT_LEN] {
+    let mut p = [0u8; STATUSTEXT_LEN];
+    p[0] = severity as u8;
+    let from = (seq as usize * TEXT_CHUNK).min(text.len());
+    let to = (from + TEXT_CHUNK).min(text.len());
+    p[1..1 + to - from].copy_from_slice(&text[from..to]);
+    p[51..53].copy_from_slice(&id.to_le_bytes());
+    p[53] = seq;
+    p
+}
+
+/// How many chunks a text of `len` bytes takes (one more, empty, when it fills its last one,
+/// so the receiver sees where it ends).
+pub fn text_chunks(len: usize) -> usize {
+    if len <= TEXT_CHUNK {
+        1
+    } else {
+        len / TEXT_CHUNK + 1
+    }
+}
+
+/// A STATUSTEXT's `(id, chunk_seq)` extension fields (0, 0 when the sender left them out).
+pub fn statustext_ids(m: &MAVLinkMessageRaw) -> (u16, u8) {
+    let p = m.payload();
+    let at = |i: usize| p.get(i).copied().unwrap_or(0);
+    (u16::from_le_bytes([at(51), at(52)]), at(53))
+}
+
+/// Puts long STATUSTEXTs back together on the ground (a few texts at a time, bounded).
+#[derive(Default)]
+pub struct TextAssembler {
+    /// `(sender, id)`, the next chunk expected, the text so far.
+    parts: Vec<((u32, u16), u8, Vec<u8>)>,
+}
+
+/// Texts being assembled at once, and the longest text kept.
+const MAX_ASSEMBLING: usize = 8;
+const MAX_ASSEMBLED: usize = 255 * TEXT_CHUNK;
+
+impl TextAssembler {
+    /// Takes a chunk; returns the whole text once its last chunk came. A chunk missing in
+    /// between drops the text so far (the rest is shown as it comes, marked as cut).
+    pub fn push(&mut self, sender: u32, id: u16, seq: u8, text: &[u8]) -> Option<String> {
+        let end = text.iter().position(|&b| b == 0);
+        let body = &text[..end.unwrap_or(text.len())];
+        if id == 0 {
+            return Some(String::from_utf8_lossy(body).into_owned());
+        }
+        let key = (sender, id);
+        let i = match self.parts.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                if self.parts.len() >= MAX_ASSEMBLING {
+                    self.parts.remove(0);
+                }
+                self.parts.push((key, 0, Vec::new()));
+                self.parts.len() - 1
+            }
+        };
+        let (_, next, buf) = &mut self.parts[i];
+        if seq != *next {
+            buf.clear();
+            buf.extend_from_slice(b"...");
+        }
+        *next = seq.wrapping_add(1);
+        if buf.len() + body.len() <= MAX_ASSEMBLED {
+            buf.extend_from_slice(body);
+        }
+        if end.is_some() || text.len() < TEXT_CHUNK {
+            let (_, _, buf) = self.parts.remove(i);
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+        None
+    }
+}
+
 /// A STATUSTEXT (text cut to 50 bytes at a character boundary).
 pub fn statustext(severity: MavSeverity, text: &str) -> MavMessage {
     MavMessage::STATUSTEXT(STATUSTEXT_DATA {
@@ -333,6 +459,58 @@ fn cut(s: &str, n: usize) -> &str {
 mod tests {
     use super::*;
     use crate::clock::Stamp;
+
+    // Issue #16: a text longer than 50 bytes goes in chunks sharing an id, with chunk_seq
+    // counting up, signed or not; the crate still decodes each chunk, and the assembler puts
+    // the text back together (also one of exactly 100 bytes, ended by an empty chunk).
+    #[test]
+    fn long_statustext_chunks_and_reassembles() {
+        for signer in [None, Some(Signer::new([3; 32], 0, 0))] {
+            for text in [
+                "x".repeat(100),
+                (0..130)
+                    .map(|i| (b'a' + i % 26) as char)
+                    .collect::<String>(),
+                "short".to_owned(),
+            ] {
+                let mut f =
+                    Framer::new(1, 191, signer.as_ref().map(|_| Signer::new([3; 32], 0, 0)));
+                let id = if text.len() > TEXT_CHUNK { 7 } else { 0 };
+                let mut dec = Decoder::default();
+                let n = text_chunks(text.len());
+                for seq in 0..n {
+                    let p = statustext_chunk(
+                        MavSeverity::MAV_SEVERITY_WARNING,
+                        text.as_bytes(),
+                        id,
+                        seq as u8,
+                    );
+                    let size = f.encode_payload(STATUSTEXT_ID, STATUSTEXT_CRC_EXTRA, &p);
+                    let bytes = f.finish().to_vec();
+                    assert_eq!(bytes.len(), size);
+                    assert!(size <= 80, "{size}");
+                    dec.push(&bytes);
+                }
+                let mut asm = TextAssembler::default();
+                let mut got = Vec::new();
+                let mut seqs = Vec::new();
+                while let Some(raw) = dec.next_frame() {
+                    let MavMessage::STATUSTEXT(t) = parse(&raw).unwrap() else {
+                        panic!("not a STATUSTEXT");
+                    };
+                    let (rid, seq) = statustext_ids(&raw);
+                    assert_eq!(rid, id);
+                    seqs.push(seq);
+                    got.extend(asm.push(1, rid, seq, t.text.as_slice()));
+                }
+                assert_eq!(seqs, (0..n as u8).collect::<Vec<_>>());
+                assert_eq!(got, std::slice::from_ref(&text), "{n} chunks");
+            }
+        }
+        assert_eq!(text_chunks(100), 3);
+        assert_eq!(text_chunks(101), 3);
+        assert_eq!(text_chunks(50), 1);
+    }
 
     #[test]
     fn frames_decode_through_garbage_and_split_reads() {

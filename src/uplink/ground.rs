@@ -370,7 +370,14 @@ impl Station {
             }
             self.inflight = None;
         }
-        if let Some(l) = self.view.apply(t, sys, comp, &msg) {
+        let line = match &msg {
+            MavMessage::STATUSTEXT(s) => {
+                let (id, seq) = frame::statustext_ids(raw);
+                self.view.apply_text(t, sys, s, id, seq)
+            }
+            _ => self.view.apply(t, sys, comp, &msg),
+        };
+        if let Some(l) = line {
             self.line(&l);
         }
     }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use mavlink::dialects::common::{
     CAN_FRAME_DATA, DISTANCE_SENSOR_DATA, GPS_RAW_INT_DATA, MavMessage, MavSeverity,
-    SYS_STATUS_DATA,
+    STATUSTEXT_DATA, SYS_STATUS_DATA,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
@@ -47,6 +47,8 @@ pub struct GroundView {
     pub signed: bool,
     pub port: String,
     pub connected: bool,
+    /// Long STATUSTEXTs arriving in chunks.
+    pub assembler: super::frame::TextAssembler,
 }
 
 /// Severity without its prefix.
@@ -181,16 +183,7 @@ impl GroundView {
                     s.errors_count4
                 );
             }
-            MavMessage::STATUSTEXT(s) => {
-                let text = s.text.to_str().unwrap_or("?").to_owned();
-                let _ = write!(
-                    l,
-                    "TEXT severity={} text={}",
-                    severity_name(s.severity),
-                    quoted(&text)
-                );
-                push_bounded(&mut self.texts, (t, s.severity, text));
-            }
+            MavMessage::STATUSTEXT(s) => return self.apply_text(t, sys, s, 0, 0),
             MavMessage::COMMAND_ACK(a) => {
                 let _ = write!(
                     l,
@@ -203,6 +196,26 @@ impl GroundView {
             }
             _ => return None,
         }
+        Some(l)
+    }
+
+    /// Takes in one STATUSTEXT chunk (`id`, `chunk_seq`: MAVLink 2 long texts); returns the
+    /// plain line once the text is whole.
+    pub fn apply_text(
+        &mut self,
+        t: f64,
+        sys: u32,
+        s: &STATUSTEXT_DATA,
+        id: u16,
+        seq: u8,
+    ) -> Option<String> {
+        let text = self.assembler.push(sys, id, seq, s.text.as_slice())?;
+        let l = format!(
+            "TEXT severity={} text={}",
+            severity_name(s.severity),
+            quoted(&text)
+        );
+        push_bounded(&mut self.texts, (t, s.severity, text));
         Some(l)
     }
 

@@ -41,7 +41,7 @@ struct Tracked {
 }
 
 /// An event for the ground.
-pub type Event = (MavSeverity, HString<50>);
+pub type Event = (MavSeverity, HString<{ super::telemetry::MAX_TEXT_LEN }>);
 
 /// Reads and remembers the tree's health.
 pub struct Health {
@@ -98,7 +98,7 @@ fn sat16(v: u64) -> u16 {
     v.min(u16::MAX as u64) as u16
 }
 
-fn text(s: &str) -> HString<50> {
+fn text(s: &str) -> HString<{ super::telemetry::MAX_TEXT_LEN }> {
     let mut h = HString::new();
     for c in s.chars() {
         if h.push(c).is_err() {

@@ -21,12 +21,12 @@
 //! | stream  | message                      | default | content                                   |
 //! |---------|------------------------------|---------|-------------------------------------------|
 //! | —       | HEARTBEAT                    | 1 Hz    | onboard controller, `base_mode` empty (never "armed") |
-//! | —       | STATUSTEXT                   | events  | a processor failed, logger degraded / recovered, disk low (< 100 MB) / full (< 10 MB), logger dropping records, FC silent / back, radio back, refused commands, uplink up |
+//! | —       | STATUSTEXT                   | events (over 50 bytes: MAVLink 2 chunks, `id` + `chunk_seq`) | a processor failed, logger degraded / recovered, disk low (< 100 MB) / full (< 10 MB), logger dropping records, FC silent / back, radio back, refused commands, uplink up |
 //! | —       | COMMAND_ACK                  | replies | one per command                           |
 //! | `gps`   | GPS_RAW_INT                  | 5 Hz    | the newest fix                            |
 //! | `range` | DISTANCE_SENSOR              | 10 Hz   | the newest reading; a flagged one as `max + 1` cm |
 //! | `can`   | CAN_FRAME                    | 10 Hz   | the newest frame of each selected id, in turn (bit 31 = extended) |
-//! | `fc`    | NAMED_VALUE_INT              | 3 Hz    | `fc_health` (0 ok, 1 warning, 2 error, 3 critical), `fc_mode`, `fc_uptime` (s) in turn, from the flight controller's NodeStatus (`can.flight_controller_node`); not sent while the FC is silent |
+//! | `fc`    | NAMED_VALUE_INT              | 3 Hz    | `fc_health` (0 ok, 1 warning, 2 error, 3 critical), `fc_mode`, `fc_uptime` (s) in turn, from the flight controller's NodeStatus (`can.flight_controller_node`): each value once per NodeStatus, nothing while the FC is silent |
 //! | `sys`   | SYS_STATUS                   | 1 Hz    | GPS / laser / logging present, enabled (not paused), healthy (active; logging: not degraded); `load` = firmware CPU in 0.1 % of all cores; `errors_comm` = rejected ground messages, `drop_rate_comm` their share; `errors_count1` records dropped by full queues, `2` logger records dropped, `3` processors failed now, `4` STATUSTEXTs dropped |
 //! | `health`| NAMED_VALUE_INT              | 4 Hz    | in turn: `p.NAME` = each processor's state (0 starting, 1 active, 2 waiting, 3 stopping, 4 stopped, 5 failed, 6 restarting; name cut to 8), `log_degr`, `disk_mb`, `log_kib`, `log_drop` (the logger's metrics, when it has them), `q_drop` (records dropped by full queues: the sources' `queue.*.dropped`), `sig_rej` (rejected ground messages) |
 //!
@@ -47,7 +47,9 @@
 //! # Commands from the ground
 //!
 //! COMMAND_LONG to this system (or 0) and component 191 (or 0); each is answered with
-//! COMMAND_ACK, a refusal also with a STATUSTEXT saying why.
+//! COMMAND_ACK, a refusal also with a STATUSTEXT saying why. Without a usable signing key every
+//! command is DENIED (counted as `commands_unsigned_refused`, said at most once a second),
+//! unless the board sets `accept_unsigned_commands` (the simulated board; warned at start).
 //!
 //! | command                        | param1                      | param2                | does                                   |
 //! |--------------------------------|-----------------------------|-----------------------|----------------------------------------|
@@ -69,10 +71,15 @@
 //! With `signing_key` (a file of 32 raw bytes, mode 0600, checked when the board is loaded)
 //! every frame sent is signed and every frame received must be correctly signed and newer than
 //! the last one of its stream; unsigned, badly signed and replayed frames are dropped and
-//! counted (`rx_unsigned`, `rx_bad_signature`, `rx_replayed`, `rx_rejected`). The signing
-//! timestamp (10 µs since 2015-01-01) is written to `signing_state` (default: the key's path +
-//! `.timestamp`) every 30 s and at stop, and at start the uplink begins at
-//! `max(clock, stored + 60 s)`: the Pi has no real-time clock. See [`signing`].
+//! counted (`rx_unsigned`, `rx_bad_signature`, `rx_replayed`, `rx_rejected`). A configured key
+//! that is missing is not fatal: the uplink runs telemetry-only (unsigned) and refuses every
+//! command, and says so in the log and its state note.
+//!
+//! The signing state (the timestamp, 10 µs since 2015-01-01, and the verifier's per-stream
+//! table) goes to `signing_state` (default `<data_dir>/uplink-signing.state`, checked writable
+//! at build) every `signing_save_s` and at stop, written by [`persist`] off the uplink's thread.
+//! At start the uplink begins at `max(clock, stored)` (the MAVLink signing rules); GPS time
+//! moves it at most 30 s past the boot-anchored estimate. See [`signing`] and [`persist`].
 //!
 //! # The simulated radio
 //!
@@ -90,10 +97,14 @@ pub mod frame;
 pub mod ground;
 pub mod ground_view;
 pub mod health;
+pub mod persist;
 pub mod protocol;
 pub mod radio;
 pub mod signing;
 pub mod telemetry;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::concurrency::{ErrorBudget, LoopConfig, LoopProcessor, Processor};
 use crate::sinks::drain::SinkInputs;
@@ -105,60 +116,104 @@ pub enum UplinkError {
     Config { field: String, message: String },
     #[error("uplink.signing_key: {0}")]
     Key(#[from] signing::KeyError),
+    #[error("uplink.signing_state: {0} (give uplink.signing_state a writable place)")]
+    State(#[from] persist::SigningError),
     #[error("uplink.sim: cannot create the simulated radio: {0}")]
     Pty(std::io::Error),
 }
 
+impl UplinkError {
+    /// A mistake in the board file (refuse to start), rather than trouble at run time.
+    pub fn is_board_error(&self) -> bool {
+        !matches!(self, UplinkError::Pty(_))
+    }
+}
+
+/// The uplink processor and, with signing, the persister that saves its state: someone must
+/// call [`persist::Persister::save_pending`] periodically and once after the tree stopped.
+pub struct Built {
+    pub processor: Box<dyn Processor>,
+    pub persister: Option<Arc<persist::Persister>>,
+}
+
 /// Builds the uplink processor (named `uplink`) that drains `inputs`. `fc_node` is the
-/// flight controller's DroneCAN node ID (its NodeStatus is reported to the ground).
+/// flight controller's DroneCAN node ID (its NodeStatus is reported to the ground);
+/// `data_dir` holds the signing state by default.
 pub fn build(
     cfg: &config::UplinkSection,
+    data_dir: &Path,
     inputs: SinkInputs,
     fc_node: Option<u8>,
-) -> Result<Box<dyn Processor>, (UplinkError, SinkInputs)> {
-    match prepare(cfg) {
-        Ok((radio, signing)) => {
-            let up = telemetry::Uplink::new(cfg.clone(), inputs, fc_node, radio, signing);
+) -> Result<Built, (UplinkError, SinkInputs)> {
+    match prepare(cfg, data_dir) {
+        Ok((radio, signing, unsigned)) => {
+            let persister = signing.as_ref().map(|s| s.persister.clone());
+            let up = telemetry::Uplink::new(cfg.clone(), inputs, fc_node, radio, signing, unsigned);
             // Never fail the tree over radio trouble: errors are counted and the loop goes on.
             let lc = LoopConfig {
                 error_budget: ErrorBudget::UNLIMITED,
                 ..LoopConfig::default()
             };
-            Ok(Box::new(LoopProcessor::with_config(up, lc)))
+            Ok(Built {
+                processor: Box::new(LoopProcessor::with_config(up, lc)),
+                persister,
+            })
         }
         Err(e) => Err((e, inputs)),
     }
 }
 
-type Prepared = (telemetry::RadioSpec, Option<([u8; 32], u64)>);
+type Prepared = (
+    telemetry::RadioSpec,
+    Option<telemetry::Signing>,
+    telemetry::Unsigned,
+);
 
-fn prepare(cfg: &config::UplinkSection) -> Result<Prepared, UplinkError> {
+fn prepare(cfg: &config::UplinkSection, data_dir: &Path) -> Result<Prepared, UplinkError> {
     cfg.validate()
         .map_err(|(field, message)| UplinkError::Config { field, message })?;
-    let signing = match &cfg.signing_key {
-        Some(k) => {
-            let key = signing::load_key(k)?;
-            let stored = match cfg.signing_state_path() {
-                Some(p) => match signing::TimestampStore::new(p.clone()).load() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        log::warn!(
-                            "uplink: cannot read the signing timestamp {}: {e}; starting from the clock",
-                            p.display()
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
-            Some((key, signing::TimestampStore::start_ticks(stored)))
-        }
-        None => {
-            if cfg.sim.is_none() {
-                log::warn!(
-                    "uplink: no uplink.signing_key: commands from anyone on the radio's channel are obeyed (see boards/rpi4b.toml to set a key)"
-                );
+    let mut unsigned = telemetry::Unsigned::Accept;
+    let signing = match (&cfg.signing_key, cfg.signing_state_path(data_dir)) {
+        (Some(k), Some(state)) => match signing::load_key(k) {
+            Ok(key) => {
+                let p = persist::Persister::new(state);
+                p.check_writable()?;
+                let loaded = p.load().unwrap_or_else(|e| {
+                    log::warn!(
+                        "uplink: cannot read the signing state: {e}; starting from the clock"
+                    );
+                    persist::Loaded::default()
+                });
+                // The signing guide's rule: the larger of the clock and the stored timestamp.
+                let start = loaded.ticks.unwrap_or(0).max(signing::clock_ticks());
+                Some(telemetry::Signing {
+                    key,
+                    start,
+                    streams: loaded.streams,
+                    persister: Arc::new(p),
+                })
             }
+            Err(e) if e.is_missing() => {
+                log::error!(
+                    "uplink: signing key {} is MISSING: telemetry only, every command from the ground is REFUSED until the key is there and harmony restarts",
+                    k.display()
+                );
+                unsigned = telemetry::Unsigned::Refuse("signing key missing");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        _ if cfg.accept_unsigned_commands => {
+            log::warn!(
+                "uplink: ACCEPTING UNSIGNED COMMANDS (uplink.accept_unsigned_commands): anyone on the radio's channel can pause sources, rotate logs or stop the firmware"
+            );
+            None
+        }
+        _ => {
+            log::warn!(
+                "uplink: no uplink.signing_key: telemetry only, every command is refused (set signing_key, see boards/rpi4b.toml)"
+            );
+            unsigned = telemetry::Unsigned::Refuse("no signing key");
             None
         }
     };
@@ -171,5 +226,5 @@ fn prepare(cfg: &config::UplinkSection) -> Result<Prepared, UplinkError> {
             baud: cfg.baud,
         },
     };
-    Ok((radio, signing))
+    Ok((radio, signing, unsigned))
 }

@@ -8,16 +8,23 @@
 //!
 //! * [`Signer`]: timestamps in 10 µs units since 2015-01-01, each at least one above the last,
 //!   never behind the wall clock, and advancing with the boot clock when the wall clock is
-//!   unset. A higher timestamp from a correctly signed frame or from a GPS fix moves it on.
+//!   unset. A higher timestamp from a correctly signed frame moves it on (the key holder's
+//!   clock); GPS time only up to [`GPS_MAX_AHEAD_TICKS`] past the boot-anchored estimate, so a
+//!   spoofed or broken receiver cannot push it (and the saved state) years ahead.
 //! * [`Verifier`]: rejects unsigned frames, bad signatures, a stream's old or repeated
-//!   timestamps, and new streams more than a minute behind (the guide's rules).
-//! * [`TimestampStore`]: the last timestamp in a small file, replaced atomically and synced.
-//!   At start the signer uses `max(clock, stored + 60 s)`: the 60 s cover what was sent after
-//!   the last write (it is written every 30 s), so no timestamp is ever used twice.
+//!   timestamps, and new streams more than a minute behind (the guide's rules). Its per-stream
+//!   table is saved with the timestamp ([`super::persist`]), so a frame recorded before a
+//!   restart is still refused after it.
+//!
+//! At start the signer uses `max(clock, stored)` (the guide's rule): the state is saved every
+//! `signing_save_s` and at stop, so quick restarts do not drift ahead of a correctly clocked
+//! ground. After a crash up to one save interval of our own timestamps may be used again; a
+//! ground that heard them ignores our frames until our clock passes them (seconds), which is
+//! the cost of not drifting: drift locks out every new ground that speaks first.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,6 +39,10 @@ pub const EPOCH_2015_S: u64 = 1_420_070_400;
 pub const MINUTE_TICKS: u64 = 6_000_000;
 /// How often the timestamp is written out (the guide asks for at least once a minute).
 pub const PERSIST_EVERY: Duration = Duration::from_secs(30);
+/// How far GPS time may move the signer past its boot-anchored estimate (30 s): below the
+/// verifier's one-minute window, so even a saved GPS lead leaves a correctly clocked ground
+/// accepted after a restart.
+pub const GPS_MAX_AHEAD_TICKS: u64 = MINUTE_TICKS / 2;
 /// Streams remembered by a verifier; the stalest is forgotten beyond this.
 pub const MAX_STREAMS: usize = 32;
 
@@ -50,6 +61,13 @@ pub enum KeyError {
         "{path} holds {len} bytes; a signing key is exactly 32 raw bytes (head -c 32 /dev/urandom > FILE)"
     )]
     Size { path: PathBuf, len: u64 },
+}
+
+impl KeyError {
+    /// The file is not there (yet): on the Pi the image makes it on first boot.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, KeyError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 /// Reads a 32-byte key, refusing files others could read and files of the wrong size.
@@ -100,8 +118,13 @@ pub struct Signer {
     key: [u8; KEY_LEN],
     link_id: u8,
     last: u64,
+    /// The boot-anchored estimate: `anchor_ticks` at `anchor_at`, advancing with the boot
+    /// clock; set at start and moved by correctly signed frames, never by GPS.
     anchor_at: Instant,
     anchor_ticks: u64,
+    /// Whether the estimate stands on anything (a set clock or a stored timestamp). Without
+    /// one (first boot, clock unset) the first GPS time is taken whole.
+    anchored: bool,
 }
 
 impl Signer {
@@ -114,6 +137,7 @@ impl Signer {
             last: start,
             anchor_at: Instant::now(),
             anchor_ticks: start,
+            anchored: start > 0,
         }
     }
 
@@ -121,11 +145,16 @@ impl Signer {
         &self.key
     }
 
-    /// The current time as this signer knows it: clock, boot clock since start, or the last
-    /// timestamp used or seen, whichever is largest.
-    pub fn now(&self) -> u64 {
+    /// The boot-anchored estimate of the time (or the wall clock, if later).
+    pub fn estimate(&self) -> u64 {
         let mono = self.anchor_ticks + (self.anchor_at.elapsed().as_micros() / 10) as u64;
-        self.last.max(mono).max(clock_ticks())
+        mono.max(clock_ticks())
+    }
+
+    /// The current time as this signer knows it: the estimate, or the last timestamp used or
+    /// adopted, whichever is larger.
+    pub fn now(&self) -> u64 {
+        self.last.max(self.estimate())
     }
 
     /// The last timestamp used or adopted.
@@ -133,13 +162,28 @@ impl Signer {
         self.last
     }
 
-    /// Adopts a later time (a correctly signed frame's timestamp, or GPS time).
+    /// Adopts a later time from a correctly signed frame (the key holder's clock).
     pub fn observe(&mut self, ticks: u64) {
         if ticks > self.now() {
             self.last = ticks;
             self.anchor_at = Instant::now();
             self.anchor_ticks = ticks;
+            self.anchored = true;
         }
+    }
+
+    /// Adopts GPS time, at most [`GPS_MAX_AHEAD_TICKS`] past the estimate (taken whole while
+    /// the estimate stands on nothing). Returns whether it was held back.
+    pub fn observe_gps(&mut self, ticks: u64) -> bool {
+        if !self.anchored {
+            self.observe(ticks);
+            return false;
+        }
+        let cap = self.estimate().saturating_add(GPS_MAX_AHEAD_TICKS);
+        if ticks.min(cap) > self.last {
+            self.last = ticks.min(cap);
+        }
+        ticks > cap
     }
 
     fn next(&mut self) -> u64 {
@@ -206,6 +250,21 @@ impl Verifier {
         }
     }
 
+    /// The per-stream table: `((link id, system, component), last timestamp)`.
+    pub fn streams(&self) -> &[((u8, u32, u8), u64)] {
+        &self.streams
+    }
+
+    /// Takes back a saved table (at most [`MAX_STREAMS`] entries, the newest kept).
+    pub fn restore(&mut self, streams: &[((u8, u32, u8), u64)]) {
+        self.streams.clear();
+        self.streams.extend_from_slice(streams);
+        if self.streams.len() > MAX_STREAMS {
+            self.streams.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            self.streams.truncate(MAX_STREAMS);
+        }
+    }
+
     /// Judges `raw` against the local time `now` (signing ticks) and counts the outcome.
     pub fn check(&mut self, raw: &MAVLinkMessageRaw, now: u64) -> Verdict {
         let v = self.judge(raw, now);
@@ -257,75 +316,6 @@ impl Verifier {
             }
         }
         Verdict::Accepted(ts)
-    }
-}
-
-/// The persisted signing timestamp (see the module docs).
-pub struct TimestampStore {
-    path: PathBuf,
-    written: u64,
-}
-
-impl TimestampStore {
-    pub fn new(path: PathBuf) -> Self {
-        TimestampStore { path, written: 0 }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The stored timestamp; `Ok(None)` when there is none yet.
-    pub fn load(&mut self) -> io::Result<Option<u64>> {
-        match fs::read_to_string(&self.path) {
-            Ok(s) => {
-                let v = s.trim().parse::<u64>().map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: not a timestamp", self.path.display()),
-                    )
-                })?;
-                self.written = v;
-                Ok(Some(v))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The first timestamp to use at start: `max(clock, stored + 60 s)`.
-    pub fn start_ticks(stored: Option<u64>) -> u64 {
-        stored
-            .map_or(0, |s| s.saturating_add(MINUTE_TICKS))
-            .max(clock_ticks())
-    }
-
-    /// Writes `ticks` (if it moved) to a temporary file, syncs it and renames it over the
-    /// old one, so a power cut leaves either the old or the new value.
-    pub fn save(&mut self, ticks: u64) -> io::Result<()> {
-        if ticks <= self.written {
-            return Ok(());
-        }
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            writeln!(f, "{ticks}")?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        // The rename itself is durable only once the directory is synced.
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        self.written = ticks;
-        Ok(())
     }
 }
 
@@ -389,10 +379,10 @@ mod tests {
     #[test]
     fn timestamps_rise_and_start_beyond_the_stored_one() {
         let future = clock_ticks() + 1000 * MINUTE_TICKS;
-        let mut s = Signer::new([0; 32], 0, TimestampStore::start_ticks(Some(future)));
+        let mut s = Signer::new([0; 32], 0, future);
         let a = signed(&mut s, 1).signature_timestamp();
         let b = signed(&mut s, 1).signature_timestamp();
-        assert!(a >= future + MINUTE_TICKS, "{a} {future}");
+        assert!(a > future, "{a} {future}");
         assert!(b > a);
         // A new stream a minute behind is refused; one within the minute is taken.
         let mut old = Signer::new([0; 32], 0, 0);
@@ -405,15 +395,39 @@ mod tests {
         assert!(signed(&mut s, 1).signature_timestamp() > future + 5 * MINUTE_TICKS);
     }
 
+    // Issue #11: a GPS years ahead moves the signer at most GPS_MAX_AHEAD_TICKS past its
+    // estimate; a correctly signed frame (the key holder's clock) moves it freely.
     #[test]
-    fn store_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = TimestampStore::new(dir.path().join("ts"));
-        assert_eq!(st.load().unwrap(), None);
-        st.save(1234).unwrap();
-        let mut st2 = TimestampStore::new(dir.path().join("ts"));
-        assert_eq!(st2.load().unwrap(), Some(1234));
-        std::fs::write(dir.path().join("ts"), "garbage").unwrap();
-        assert!(st2.load().is_err());
+    fn gps_time_is_bounded_by_the_boot_anchored_estimate() {
+        let now = clock_ticks();
+        let mut s = Signer::new([0; 32], 0, now);
+        let years = now + 3 * 365 * 24 * 60 * MINUTE_TICKS;
+        assert!(s.observe_gps(years), "held back");
+        assert!(s.now() <= s.estimate() + GPS_MAX_AHEAD_TICKS, "{}", s.now());
+        assert!(s.now() >= now + GPS_MAX_AHEAD_TICKS);
+        assert!(
+            !s.observe_gps(now + 100),
+            "a GPS time within the bound is not held back"
+        );
+        s.observe(years);
+        assert!(s.now() >= years);
+        // With nothing to stand on (clock unset, nothing stored) the first GPS time is taken.
+        let mut bare = Signer {
+            anchored: false,
+            anchor_ticks: 0,
+            last: 0,
+            ..Signer::new([0; 32], 0, 0)
+        };
+        assert!(!bare.observe_gps(years));
+        assert!(bare.now() >= years);
+    }
+
+    #[test]
+    fn verifier_table_restores_bounded() {
+        let mut v = Verifier::new([0; 32]);
+        let table: Vec<_> = (0..40u32).map(|i| ((1, i, 1), 100 + i as u64)).collect();
+        v.restore(&table);
+        assert_eq!(v.streams().len(), MAX_STREAMS);
+        assert!(v.streams().iter().all(|(_, t)| *t >= 108));
     }
 }

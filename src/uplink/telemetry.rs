@@ -26,12 +26,13 @@ use super::budget::{Budget, WindowMeter};
 use super::config::UplinkSection;
 use super::frame::{self, Decoder, Framer};
 use super::health::{self, Health, Own};
+use super::persist::{Persister, StreamEntry};
 use super::protocol::{
     COMPONENT_ID, Command, FC_HEALTH, FC_MODE, FC_UPTIME, Rate, SOURCES, Stream, command_name,
     result_name,
 };
 use super::radio::{Port, SimRadio, Wrote};
-use super::signing::{TimestampStore, Verdict, Verifier, ticks_of_unix_ns};
+use super::signing::{Verdict, Verifier, ticks_of_unix_ns};
 use crate::clock::boot_ns;
 use crate::concurrency::{BoxError, Context, Loop, Origin, Signal, Step, StopReason};
 use crate::formats::dronecan::{self, NodeStatus};
@@ -50,6 +51,28 @@ pub const MAX_TEXTS: usize = 16;
 pub const MAX_ACKS: usize = 8;
 /// How long after acknowledging `stop` the tree is stopped even if the ACK could not go out.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The longest event text (sent in STATUSTEXT chunks of 50 bytes).
+pub const MAX_TEXT_LEN: usize = 200;
+/// At most one STATUSTEXT a second tells why unsigned commands are refused (each gets an ACK).
+const REFUSAL_TEXT_EVERY: Duration = Duration::from_secs(1);
+
+/// Signing: the key, the first timestamp, the saved replay table, where the state goes.
+pub struct Signing {
+    pub key: [u8; 32],
+    pub start: u64,
+    pub streams: Vec<StreamEntry>,
+    pub persister: Arc<Persister>,
+}
+
+/// What happens to commands when there is no key to check them with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsigned {
+    /// `accept_unsigned_commands = true`: obeyed (warned about at start).
+    Accept,
+    /// Refused (DENIED, a STATUSTEXT, counted), for this reason.
+    Refuse(&'static str),
+}
 
 /// How long a command's retransmission is recognised as one.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(10);
@@ -99,6 +122,9 @@ struct Metrics {
     rx_rejected_last_msgid: Arc<AtomicU64>,
     commands: Arc<AtomicU64>,
     commands_refused: Arc<AtomicU64>,
+    commands_unsigned_refused: Arc<AtomicU64>,
+    gps_time_held: Arc<AtomicU64>,
+    fc_superseded: Arc<AtomicU64>,
     reopens: Arc<AtomicU64>,
     sim_discarded: Arc<AtomicU64>,
     persist_errors: Arc<AtomicU64>,
@@ -138,6 +164,9 @@ impl Metrics {
             rx_rejected_last_msgid: ctx.metric("rx_rejected_last_msgid"),
             commands: ctx.metric("commands"),
             commands_refused: ctx.metric("commands_refused"),
+            commands_unsigned_refused: ctx.metric("commands_unsigned_refused"),
+            gps_time_held: ctx.metric("gps_time_held"),
+            fc_superseded: ctx.metric("fc_superseded"),
             reopens: ctx.metric("reopens"),
             sim_discarded: ctx.metric("sim_discarded"),
             persist_errors: ctx.metric("signing_persist_errors"),
@@ -329,7 +358,9 @@ pub struct Uplink {
     down_since: Option<Instant>,
     framer: Framer,
     verifier: Option<Verifier>,
-    store: Option<TimestampStore>,
+    persister: Option<Arc<Persister>>,
+    unsigned: Unsigned,
+    refusal_text_at: Option<Instant>,
     persist_at: Instant,
     decoder: Decoder,
     rx_buf: Box<[u8; 1024]>,
@@ -342,7 +373,11 @@ pub struct Uplink {
     blocked_until: Option<Instant>,
     schedules: Vec<Schedule>,
     heartbeat_due: Instant,
-    texts: VecDeque<(MavSeverity, HString<50>)>,
+    texts: VecDeque<(MavSeverity, HString<MAX_TEXT_LEN>)>,
+    /// The next chunk of the front text, and the id its chunks share (0: fits one message).
+    text_chunk: u8,
+    text_id: u16,
+    text_ids: u16,
     acks: VecDeque<(MavCmd, MavResult)>,
     stop_at: Option<Instant>,
     last_command: Option<(COMMAND_LONG_DATA, MavResult, Instant)>,
@@ -351,8 +386,13 @@ pub struct Uplink {
     can: Vec<(u32, Slot<CanRecord>)>,
     can_next: usize,
     fc: Option<(NodeStatus, Instant)>,
+    /// Values of the newest NodeStatus not sent yet (bit 0 health, 1 mode, 2 uptime): each
+    /// goes once per NodeStatus, and a silent FC sends nothing.
+    fc_unsent: u8,
     fc_silent: bool,
     fc_next: usize,
+    fc_arrivals: u64,
+    fc_hz: f64,
     health: Health,
     health_at: Instant,
     fill: [FillRate; 3],
@@ -384,17 +424,20 @@ impl Uplink {
         inputs: SinkInputs,
         fc_node: Option<u8>,
         radio: RadioSpec,
-        signing: Option<([u8; 32], u64)>,
+        signing: Option<Signing>,
+        unsigned: Unsigned,
     ) -> Self {
         let now = Instant::now();
         let save_every = Duration::from_secs_f64(cfg.signing_save_s);
-        let signer = signing.map(|(k, start)| super::signing::Signer::new(k, cfg.link_id, start));
-        let verifier = signing.map(|(k, _)| Verifier::new(k));
-        let store = cfg.signing_state_path().map(|p| {
-            let mut s = TimestampStore::new(p);
-            let _ = s.load();
-            s
+        let signer = signing
+            .as_ref()
+            .map(|s| super::signing::Signer::new(s.key, cfg.link_id, s.start));
+        let verifier = signing.as_ref().map(|s| {
+            let mut v = Verifier::new(s.key);
+            v.restore(&s.streams);
+            v
         });
+        let persister = signing.as_ref().map(|s| s.persister.clone());
         let (radio, port) = match radio {
             RadioSpec::Device { path, baud } => (RadioInfo::Device { path, baud }, None),
             RadioSpec::Sim(s) => (
@@ -428,7 +471,9 @@ impl Uplink {
             reopen: Reopen::default(),
             down_since: None,
             verifier,
-            store,
+            persister,
+            unsigned,
+            refusal_text_at: None,
             persist_at: now + save_every,
             decoder: Decoder::default(),
             rx_buf: Box::new([0; 1024]),
@@ -441,6 +486,9 @@ impl Uplink {
             schedules,
             heartbeat_due: now,
             texts: VecDeque::with_capacity(MAX_TEXTS),
+            text_chunk: 0,
+            text_id: 0,
+            text_ids: 0,
             acks: VecDeque::with_capacity(MAX_ACKS),
             stop_at: None,
             last_command: None,
@@ -449,8 +497,11 @@ impl Uplink {
             can: Vec::with_capacity(MAX_CAN_IDS),
             can_next: 0,
             fc: None,
+            fc_unsent: 0,
             fc_silent: false,
             fc_next: 0,
+            fc_arrivals: 0,
+            fc_hz: 1.0,
             health: Health::default(),
             health_at: now,
             fill: Default::default(),
@@ -474,9 +525,10 @@ impl Uplink {
             Stream::Gps => input(0),
             Stream::Range => input(1),
             Stream::Can => input(2),
+            // Three values per NodeStatus.
             Stream::Fc => {
                 if self.fc_live(now) {
-                    f64::INFINITY
+                    3.0 * self.fc_hz * 1.1 + 0.5
                 } else {
                     0.0
                 }
@@ -509,6 +561,8 @@ impl Uplink {
                 *hz = keep * *hz + (1.0 - keep) * (*n as f64 / dt);
                 *n = 0;
             }
+            self.fc_hz = keep * self.fc_hz + (1.0 - keep) * (self.fc_arrivals as f64 / dt);
+            self.fc_arrivals = 0;
             self.arrivals_at = now;
             self.arrivals_measured = true;
         }
@@ -542,7 +596,7 @@ impl Uplink {
 
     /// Queues an event for the ground (and the application log).
     fn event(&mut self, severity: MavSeverity, text: &str) {
-        let mut h = HString::new();
+        let mut h = HString::<MAX_TEXT_LEN>::new();
         for c in text.chars() {
             if h.push(c).is_err() {
                 break;
@@ -553,7 +607,7 @@ impl Uplink {
 
     /// Queues `e`; when the queue is full the least severe waiting text (the newest of
     /// equals) gives way, so warnings and errors always go. What gives way is counted.
-    fn push_event(&mut self, e: (MavSeverity, HString<50>)) {
+    fn push_event(&mut self, e: (MavSeverity, HString<MAX_TEXT_LEN>)) {
         if self.texts.len() >= MAX_TEXTS {
             self.counts.texts_dropped += 1;
             if let Some(m) = &self.metrics {
@@ -561,10 +615,13 @@ impl Uplink {
                     .store(self.counts.texts_dropped, Ordering::Relaxed);
             }
             // MAV_SEVERITY: 0 emergency .. 7 debug; the largest number is the least severe.
+            // (Not the front text once its first chunks went out.)
+            let busy = self.text_chunk > 0;
             let least = self
                 .texts
                 .iter()
                 .enumerate()
+                .filter(|(i, _)| !(busy && *i == 0))
                 .max_by_key(|(i, (sev, _))| (*sev as u8, *i))
                 .map(|(i, (sev, _))| (i, *sev as u8));
             match least {
@@ -612,16 +669,20 @@ impl Uplink {
                 if self.reopen.failed() {
                     log::warn!("{}: {e}; retrying every 2 s", ctx.path());
                 }
-                ctx.set_note(&format!("no radio: {e}; retrying every 2 s"));
+                let signed = self.signed_word();
+                ctx.set_note(&format!("no radio: {e}; retrying every 2 s ({signed})"));
             }
         }
     }
 
     fn signed_word(&self) -> &'static str {
-        if self.verifier.is_some() {
-            "signed"
-        } else {
-            "UNSIGNED"
+        match (&self.verifier, self.unsigned) {
+            (Some(_), _) => "signed",
+            (None, Unsigned::Accept) => "UNSIGNED, ACCEPTING UNSIGNED COMMANDS",
+            (None, Unsigned::Refuse("signing key missing")) => {
+                "UNSIGNED, signing key MISSING: commands refused"
+            }
+            (None, Unsigned::Refuse(_)) => "UNSIGNED, no key: commands refused",
         }
     }
 
@@ -772,6 +833,10 @@ impl Uplink {
 
     fn command(&mut self, ctx: &Context, c: &COMMAND_LONG_DATA, now: Instant) {
         add(&self.m().commands, 1);
+        if let (None, Unsigned::Refuse(why)) = (&self.verifier, self.unsigned) {
+            self.refuse_unsigned(ctx, c, why, now);
+            return;
+        }
         // A retransmission (confirmation > 0) of the command just carried out, because our
         // ACK was lost: answer it again, do not do it twice (a second `rotate` would).
         if c.confirmation > 0
@@ -804,6 +869,36 @@ impl Uplink {
         );
         self.ack(c.command, result);
         self.last_command = Some((c.clone(), result, now));
+    }
+
+    /// Without a key every command is DENIED (issue #11): counted, and said once a second.
+    fn refuse_unsigned(
+        &mut self,
+        ctx: &Context,
+        c: &COMMAND_LONG_DATA,
+        why: &'static str,
+        now: Instant,
+    ) {
+        let m = self.m();
+        add(&m.commands_refused, 1);
+        add(&m.commands_unsigned_refused, 1);
+        self.ack(c.command, MavResult::MAV_RESULT_DENIED);
+        if self
+            .refusal_text_at
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_TEXT_EVERY)
+        {
+            self.refusal_text_at = Some(now);
+            let name = command_name(c.command);
+            log::warn!(
+                "{}: ground command {name} refused: unsigned ({why}); {} refused so far",
+                ctx.path(),
+                self.m().commands_unsigned_refused.load(Ordering::Relaxed)
+            );
+            self.event(
+                MavSeverity::MAV_SEVERITY_WARNING,
+                &format!("{name} refused: commands must be signed ({why})"),
+            );
+        }
     }
 
     fn execute(&mut self, ctx: &Context, cmd: Command, now: Instant) -> MavResult {
@@ -889,7 +984,12 @@ impl Uplink {
             n[2] += 1;
             if let Some(s) = dronecan::node_status(&r) {
                 if Some(s.node) == self.fc_node {
+                    if self.fc_unsent != 0 {
+                        add(&self.m().fc_superseded, 1);
+                    }
                     self.fc = Some((s, now));
+                    self.fc_unsent = 0b111;
+                    self.fc_arrivals += 1;
                 } else {
                     ignored += 1;
                 }
@@ -909,8 +1009,9 @@ impl Uplink {
         }
         if gps_ticks > 0
             && let Some(s) = self.framer.signer_mut()
+            && s.observe_gps(gps_ticks)
         {
-            s.observe(gps_ticks);
+            add(&self.m().gps_time_held, 1);
         }
         for ((f, a), k) in self.fill.iter_mut().zip(&mut self.arrivals).zip(n) {
             f.update(k, now);
@@ -954,7 +1055,7 @@ impl Uplink {
             });
             for e in events {
                 log::warn!("{}: to the ground: {}", ctx.path(), e.1);
-                self.push_event(e);
+                self.event(e.0, e.1.as_str());
             }
             self.allocate(now);
             // The flight controller going quiet, and coming back, is an event too.
@@ -977,7 +1078,7 @@ impl Uplink {
         }
         if now >= self.persist_at {
             self.persist_at = now + Duration::from_secs_f64(self.cfg.signing_save_s);
-            self.persist(ctx);
+            self.persist();
         }
         if let Some(t) = self.stop_at
             && (now >= t || self.stop_ack_written())
@@ -996,20 +1097,42 @@ impl Uplink {
             && !self.port.as_ref().is_some_and(|p| p.in_transit())
     }
 
-    fn persist(&mut self, ctx: &Context) {
-        let (Some(store), Some(signer)) = (&mut self.store, self.framer.signer()) else {
+    /// Hands the signing state to the persister (it saves it on its own thread).
+    fn persist(&mut self) {
+        let (Some(p), Some(signer)) = (&self.persister, self.framer.signer()) else {
             return;
         };
-        if let Err(e) = store.save(signer.now()) {
-            let m = self.metrics.as_ref().expect("set in before()");
-            if m.persist_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                log::warn!(
-                    "{}: cannot save the signing timestamp to {}: {e}",
-                    ctx.path(),
-                    store.path().display()
-                );
-            }
+        let streams = self.verifier.as_ref().map_or(&[][..], |v| v.streams());
+        p.publish(signer.now(), streams);
+        if let Some(m) = &self.metrics {
+            m.persist_errors.store(p.errors(), Ordering::Relaxed);
         }
+    }
+
+    /// The next FC value to send (0 health, 1 mode, 2 uptime), in turn from `fc_next`.
+    fn fc_pick(&self) -> Option<usize> {
+        (0..3)
+            .map(|j| (self.fc_next + j) % 3)
+            .find(|&k| self.fc_unsent & (1 << k) != 0)
+    }
+
+    /// The front text's next chunk as a STATUSTEXT payload.
+    fn text_payload(&mut self) -> Option<[u8; frame::STATUSTEXT_LEN]> {
+        let (sev, t) = self.texts.front()?;
+        if self.text_chunk == 0 {
+            self.text_id = if t.len() > frame::TEXT_CHUNK {
+                self.text_ids = self.text_ids.wrapping_add(1).max(1);
+                self.text_ids
+            } else {
+                0
+            };
+        }
+        Some(frame::statustext_chunk(
+            *sev,
+            t.as_bytes(),
+            self.text_id,
+            self.text_chunk,
+        ))
     }
 
     // ---- sending ----
@@ -1019,7 +1142,7 @@ impl Uplink {
             Stream::Gps => self.gps.fresh,
             Stream::Range => self.range.fresh,
             Stream::Can => self.can.iter().any(|(_, s)| s.fresh),
-            Stream::Fc => self.fc_live(now),
+            Stream::Fc => self.fc_unsent != 0 && self.fc_live(now),
             Stream::Sys => true,
             Stream::Health => self.health.has_values(),
         }
@@ -1079,10 +1202,8 @@ impl Uplink {
                     None,
                 )
             }
-            Pick::Text => {
-                let (sev, t) = self.texts.front()?;
-                (frame::statustext(*sev, t), None)
-            }
+            // Sent by `send` as hand-built chunks (the crate lacks the extension fields).
+            Pick::Text => return None,
             Pick::Stream(i) => match self.schedules[i].stream {
                 Stream::Gps => {
                     let f = self.gps.value.as_ref()?;
@@ -1105,7 +1226,7 @@ impl Uplink {
                 }
                 Stream::Fc => {
                     let (s, _) = self.fc?;
-                    let (name, v) = match self.fc_next % 3 {
+                    let (name, v) = match self.fc_pick()? {
                         0 => (FC_HEALTH, s.health as i32),
                         1 => (FC_MODE, s.mode as i32),
                         _ => (FC_UPTIME, s.uptime_s.min(i32::MAX as u32) as i32),
@@ -1139,7 +1260,12 @@ impl Uplink {
             }
             Pick::Text => {
                 add(&m.sent_text, 1);
-                self.texts.pop_front();
+                let len = self.texts.front().map_or(0, |(_, t)| t.len());
+                self.text_chunk += 1;
+                if self.text_chunk as usize >= frame::text_chunks(len) {
+                    self.texts.pop_front();
+                    self.text_chunk = 0;
+                }
             }
             Pick::Stream(i) => {
                 let s = &mut self.schedules[i];
@@ -1158,7 +1284,12 @@ impl Uplink {
                             self.can_next = k + 1;
                         }
                     }
-                    Stream::Fc => self.fc_next = (self.fc_next + 1) % 3,
+                    Stream::Fc => {
+                        if let Some(k) = self.fc_pick() {
+                            self.fc_unsent &= !(1 << k);
+                            self.fc_next = (k + 1) % 3;
+                        }
+                    }
                     Stream::Health => self.health.advance(),
                     Stream::Sys => {}
                 }
@@ -1174,12 +1305,25 @@ impl Uplink {
                 return;
             }
             let Some(p) = self.pick(now) else { return };
-            // A health round with nothing in it yet, or a stream whose value vanished.
-            let Some((msg, gps_stamp)) = self.message(p) else {
-                self.sent(p, now);
-                continue;
+            let (size, gps_stamp) = if p == Pick::Text {
+                let Some(payload) = self.text_payload() else {
+                    self.sent(p, now);
+                    continue;
+                };
+                let size = self.framer.encode_payload(
+                    frame::STATUSTEXT_ID,
+                    frame::STATUSTEXT_CRC_EXTRA,
+                    &payload,
+                );
+                (size, None)
+            } else {
+                // A health round with nothing in it yet, or a stream whose value vanished.
+                let Some((msg, gps_stamp)) = self.message(p) else {
+                    self.sent(p, now);
+                    continue;
+                };
+                (self.framer.encode(&msg), gps_stamp)
             };
-            let size = self.framer.encode(&msg);
             if let Pick::Stream(i) = p {
                 let fb = &mut self.schedules[i].frame_bytes;
                 *fb = 0.8 * *fb + 0.2 * size as f64;
@@ -1320,10 +1464,13 @@ impl Loop for Uplink {
                 self.cfg.budget_bps()
             ));
         }
-        self.event(
-            MavSeverity::MAV_SEVERITY_INFO,
-            &format!("harmony uplink up ({signed})"),
-        );
+        // Unsigned is worth a warning on the ground too (commands refused, or obeyed from anyone).
+        let severity = if self.verifier.is_some() {
+            MavSeverity::MAV_SEVERITY_INFO
+        } else {
+            MavSeverity::MAV_SEVERITY_WARNING
+        };
+        self.event(severity, &format!("harmony uplink up ({signed})"));
         Ok(())
     }
 
@@ -1389,8 +1536,9 @@ impl Loop for Uplink {
         Ok(Step::Continue)
     }
 
-    fn after(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.persist(ctx);
+    fn after(&mut self, _ctx: &Context) -> Result<(), BoxError> {
+        // The final state; the persister writes it once the tree has stopped.
+        self.persist();
         self.port = None;
         Ok(())
     }

@@ -21,6 +21,7 @@ use harmony::records::{
 };
 use harmony::sinks::drain::SinkInputs;
 use harmony::uplink::config::{UplinkSection, UplinkSimSection};
+use harmony::uplink::persist::SaverThread;
 use nix::fcntl::OFlag;
 use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
 
@@ -233,6 +234,22 @@ impl Processor for FailsOnce {
     }
 }
 
+/// The uplink for `cfg` (signing state, by default, in `dir`) and the saver that writes its
+/// signing state: drop the saver after the tree stopped, for the final save.
+pub fn build_uplink(
+    cfg: &UplinkSection,
+    dir: &Path,
+    inputs: SinkInputs,
+) -> (Box<dyn Processor>, Option<SaverThread>) {
+    let b = harmony::uplink::build(cfg, dir, inputs, Some(FC_NODE))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let saver = b
+        .persister
+        .map(|p| SaverThread::spawn(p, Duration::from_millis(200)).unwrap());
+    (b.processor, saver)
+}
+
 pub fn sim_cfg(dir: &Path) -> UplinkSection {
     UplinkSection {
         sim: Some(UplinkSimSection {
@@ -320,5 +337,32 @@ pub fn read_timeout(m: &mut PtyMaster, buf: &mut [u8], timeout: Duration) -> usi
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
         Ok(n) if n > 0 => m.read(buf).unwrap_or(0),
         _ => 0,
+    }
+}
+
+/// A processor named `name` that fails once, `after` its start (a long name makes a long
+/// "failed" event, sent in STATUSTEXT chunks).
+pub struct FailsOnceAs {
+    pub name: &'static str,
+    pub after: Duration,
+    pub runs: Arc<AtomicU64>,
+}
+
+impl Processor for FailsOnceAs {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn body(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            let end = Instant::now() + self.after;
+            while Instant::now() < end && !ctx.should_stop() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Err("simulated fault".into());
+        }
+        while !ctx.should_stop() {
+            ctx.sleep_until(None);
+        }
+        Ok(())
     }
 }
