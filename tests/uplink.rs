@@ -101,6 +101,11 @@ fn saved_ticks(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// How far (seconds) the signing timestamp saved in `dir` is ahead of the clock.
+fn saved_secs_ahead(dir: &Path) -> f64 {
+    (saved_ticks(&dir.join(STATE_FILE)) as i64 - clock_ticks() as i64) as f64 / 100_000.0
+}
+
 /// A field of a plain line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split(' ')
@@ -929,11 +934,10 @@ fn quick_restarts_do_not_drift_and_a_ground_that_speaks_first_is_accepted() {
         tree.stop();
         drop(saver);
     }
-    let ahead = saved_ticks(&dir.path().join(STATE_FILE)) as i64 - clock_ticks() as i64;
+    let ahead = saved_secs_ahead(dir.path());
     assert!(
-        ahead < 10 * 100_000,
-        "after three quick restarts the saved timestamp is {} s ahead of the clock",
-        ahead as f64 / 100_000.0
+        ahead < 10.0,
+        "after three quick restarts the saved timestamp is {ahead} s ahead of the clock"
     );
     let Some(py) = require_pymavlink() else {
         return;
@@ -1211,11 +1215,10 @@ fn a_gps_years_ahead_does_not_move_the_saved_timestamp() {
     ) > 5));
     tree.stop();
     drop(saver);
-    let ahead = saved_ticks(&dir.path().join(STATE_FILE)) as i64 - clock_ticks() as i64;
+    let ahead = saved_secs_ahead(dir.path());
     assert!(
-        ahead <= 40 * 100_000,
-        "the saved timestamp is {} s ahead of the clock",
-        ahead as f64 / 100_000.0
+        ahead <= 40.0,
+        "the saved timestamp is {ahead} s ahead of the clock"
     );
     // After a restart a fresh, correctly clocked ground is accepted.
     let (tree, _saver) = start_tree(&cfg, dir.path(), None);

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,14 +20,41 @@ use crate::concurrency::wake::{Waker, park_until};
 /// How often counters are refreshed in the files when nothing else changed.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
-/// Writes `text` to `path` atomically (temporary file + rename).
+/// Writes `text` to `path` atomically (temporary file + rename): a reader never sees half a
+/// file. Not synced: state files live in `/run` (tmpfs) and are rewritten every second.
 pub fn write_atomic(path: &Path, text: &[u8]) -> io::Result<()> {
+    replace(path, text, 0o666, false)
+}
+
+/// [`write_atomic`], and durable: the file is synced before the rename and the directory after
+/// it, so a power cut leaves the old or the new contents (state that must survive a restart).
+pub fn write_durable(path: &Path, text: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, text, mode, true)
+}
+
+fn replace(path: &Path, text: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(text)?;
+        if sync {
+            f.sync_all()?;
+        }
     }
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    if sync {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The state file of processor `name`.

@@ -198,7 +198,7 @@ fn prepare(cfg: &config::UplinkSection, data_dir: &Path) -> Result<Prepared, Upl
                     "uplink: signing key {} is MISSING: telemetry only, every command from the ground is REFUSED until the key is there and harmony restarts",
                     k.display()
                 );
-                unsigned = telemetry::Unsigned::Refuse("signing key missing");
+                unsigned = telemetry::Unsigned::RefuseKeyMissing;
                 None
             }
             Err(e) => return Err(e.into()),
@@ -213,7 +213,7 @@ fn prepare(cfg: &config::UplinkSection, data_dir: &Path) -> Result<Prepared, Upl
             log::warn!(
                 "uplink: no uplink.signing_key: telemetry only, every command is refused (set signing_key, see boards/rpi4b.toml)"
             );
-            unsigned = telemetry::Unsigned::Refuse("no signing key");
+            unsigned = telemetry::Unsigned::RefuseNoKey;
             None
         }
     };

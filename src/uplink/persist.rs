@@ -16,7 +16,7 @@
 //! A file holding one bare number (the format before) is read as the timestamp.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -24,6 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::signing::MAX_STREAMS;
+use crate::control::state_files::write_durable;
+
+/// The most of a state file that is read (a `ts` line and MAX_STREAMS `stream` lines fit).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// One verifier stream: `((link id, system, component), last timestamp)`.
 pub type StreamEntry = ((u8, u32, u8), u64);
@@ -170,11 +174,17 @@ impl Persister {
 
     /// The saved state; empty when there is none yet.
     pub fn load(&self) -> Result<Loaded, SigningError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
+        // A file on the card is outside input: read at most what MAX_STREAMS lines can take.
+        let mut text = String::new();
+        match fs::File::open(&self.path) {
+            Ok(f) => {
+                f.take(MAX_FILE_BYTES)
+                    .read_to_string(&mut text)
+                    .map_err(|e| self.err(e))?;
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
             Err(e) => return Err(self.err(e)),
-        };
+        }
         let mut out = Loaded::default();
         for (i, line) in text.lines().enumerate() {
             let bad = || SigningError::Format {
@@ -225,10 +235,9 @@ impl Persister {
         r
     }
 
+    /// The temporary file [`write_durable`] writes before its rename.
     fn tmp_path(&self) -> PathBuf {
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        PathBuf::from(tmp)
+        self.path.with_extension("tmp")
     }
 
     fn write(&self, ticks: u64, streams: &[StreamEntry]) -> Result<(), SigningError> {
@@ -236,26 +245,7 @@ impl Persister {
         for ((l, s, c), t) in streams {
             text.push_str(&format!("stream {l} {s} {c} {t}\n"));
         }
-        let tmp = self.tmp_path();
-        let io = |e| self.err(e);
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        // The rename itself is durable only once the directory is synced.
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        write_durable(&self.path, text.as_bytes(), 0o600).map_err(|e| self.err(e))
     }
 }
 

@@ -70,8 +70,21 @@ pub struct Signing {
 pub enum Unsigned {
     /// `accept_unsigned_commands = true`: obeyed (warned about at start).
     Accept,
-    /// Refused (DENIED, a STATUSTEXT, counted), for this reason.
-    Refuse(&'static str),
+    /// Refused (DENIED, a STATUSTEXT, counted): the board names no key.
+    RefuseNoKey,
+    /// Refused: the board names a key file that is not there.
+    RefuseKeyMissing,
+}
+
+impl Unsigned {
+    /// Why commands are refused, or `None` when they are obeyed.
+    fn refusal(self) -> Option<&'static str> {
+        match self {
+            Unsigned::Accept => None,
+            Unsigned::RefuseNoKey => Some("no signing key"),
+            Unsigned::RefuseKeyMissing => Some("signing key missing"),
+        }
+    }
 }
 
 /// How long a command's retransmission is recognised as one.
@@ -679,10 +692,8 @@ impl Uplink {
         match (&self.verifier, self.unsigned) {
             (Some(_), _) => "signed",
             (None, Unsigned::Accept) => "UNSIGNED, ACCEPTING UNSIGNED COMMANDS",
-            (None, Unsigned::Refuse("signing key missing")) => {
-                "UNSIGNED, signing key MISSING: commands refused"
-            }
-            (None, Unsigned::Refuse(_)) => "UNSIGNED, no key: commands refused",
+            (None, Unsigned::RefuseKeyMissing) => "UNSIGNED, signing key MISSING: commands refused",
+            (None, Unsigned::RefuseNoKey) => "UNSIGNED, no key: commands refused",
         }
     }
 
@@ -833,7 +844,7 @@ impl Uplink {
 
     fn command(&mut self, ctx: &Context, c: &COMMAND_LONG_DATA, now: Instant) {
         add(&self.m().commands, 1);
-        if let (None, Unsigned::Refuse(why)) = (&self.verifier, self.unsigned) {
+        if let (None, Some(why)) = (&self.verifier, self.unsigned.refusal()) {
             self.refuse_unsigned(ctx, c, why, now);
             return;
         }
