@@ -358,8 +358,10 @@ fn a_huge_line_does_not_hide_the_rest() {
     assert_eq!(out.matches("CORRUPT").count(), 2, "{out}");
 }
 
-/// Issue #17: near the end of a file `--repair` cuts the torn tail only: a bad line followed
-/// by five valid frames stays (reported), the frames stay, the cut bytes are in `.torn`.
+/// Issue #17: near the end of a file `--repair` cuts the torn tail only: a bad line and a
+/// 1 MiB line followed by five valid frames stay (reported), the frames stay, the cut bytes
+/// are in `.torn`. (Before, the long line shifted the line numbers and the five frames were
+/// taken for a torn tail and cut.)
 #[test]
 fn repair_cuts_only_the_torn_tail() {
     let d = tempfile::tempdir().unwrap();
@@ -367,6 +369,8 @@ fn repair_cuts_only_the_torn_tail() {
     let s = session(&data, SESSION);
     let mut v = can_text(100);
     v.extend_from_slice(b"(1785844800.000000) can0 12\n");
+    v.extend(std::iter::repeat_n(b'A', 1 << 20));
+    v.push(b'\n');
     v.extend((100..105).flat_map(can_line));
     let whole = v.len();
     v.extend_from_slice(b"(1785844801.0");
@@ -375,6 +379,7 @@ fn repair_cuts_only_the_torn_tail() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "corruption stays: {out}");
     assert!(out.contains("can.000.log:101: CORRUPT"), "{out}");
+    assert!(out.contains("can.000.log:102: CORRUPT: line of"), "{out}");
     assert!(
         out.contains(&format!(
             "torn tail of 13 bytes at offset {whole} (cut; kept in .torn)"
@@ -680,4 +685,92 @@ fn tail_follow_exits_on_signals() {
         );
         assert_eq!(status.unwrap().signal(), Some(sig as i32), "{sig}");
     }
+}
+
+fn state_file(run: &Path, proc: &str) -> std::collections::BTreeMap<String, String> {
+    harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
+        run, proc,
+    ))
+    .map(|m| m.into_iter().collect())
+    .unwrap_or_default()
+}
+
+/// Issue #17: a capture with non-ASCII bytes and invalid UTF-8 does not panic the firmware:
+/// `harmony run` with such a simulated GPS keeps running with the simulator never restarted,
+/// logs exactly the valid sentences, stops cleanly, and its session passes `log check`.
+#[test]
+fn non_ascii_capture_does_not_panic_the_firmware() {
+    let d = tempfile::tempdir().unwrap();
+    let (data, run_dir) = (d.path().join("data"), d.path().join("run"));
+    let good = |t: &str| {
+        nmea(&format!(
+            "GPGGA,{t},4807.0380,N,01131.3240,E,1,08,0.9,545.4,M,46.9,M,,"
+        ))
+    };
+    let mut capture = Vec::new();
+    capture.extend_from_slice(good("120000.00").as_bytes());
+    capture.extend_from_slice("$Gé GA,120000.00,x*00\r\n".as_bytes());
+    capture.extend_from_slice("$GPGGA,1é0001.00,4807.0380,N*00\r\n".as_bytes());
+    capture.extend_from_slice(b"$GPRMC,12\xff\xfe01.00,A*00\r\n\xc3\r\n\xff\n");
+    capture.extend_from_slice("$GPGLL,4807.0380,N,01131.3240,E,éé0001.00,A*00\r\n".as_bytes());
+    capture.extend_from_slice(good("120001.00").as_bytes());
+    capture.extend_from_slice(good("120002.00").as_bytes());
+    let cap = d.path().join("capture.nmea");
+    std::fs::write(&cap, &capture).unwrap();
+    let board = d.path().join("board.toml");
+    std::fs::write(
+        &board,
+        format!(
+            "[board]\nname = \"t\"\ndata_dir = \"{}\"\nrun_dir = \"{}\"\n\
+             [gps]\nbaud = 115200\n[gps.sim]\ncapture = \"{}\"\nspeed = 4.0\nloop = false\n",
+            data.display(),
+            run_dir.display(),
+            cap.display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_harmony(d.path(), &["run", "--board", board.to_str().unwrap()]);
+    assert!(
+        wait_until(secs(30), || state_file(&run_dir, "gps-sim")
+            .get("note")
+            .is_some_and(|n| n == "capture finished")),
+        "{}",
+        stderr_of(d.path())
+    );
+    // The counters reach the state files about once a second.
+    let sentences = || {
+        state_file(&run_dir, "gps")
+            .get("metric.sentences")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(secs(10), || sentences() >= 3),
+        "{}",
+        stderr_of(d.path())
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{}",
+        stderr_of(d.path())
+    );
+    let sim = state_file(&run_dir, "gps-sim");
+    assert_eq!(
+        sim.get("restarts").map(String::as_str),
+        Some("0"),
+        "{sim:?}"
+    );
+    assert_eq!(sim.get("errors").map(String::as_str), Some("0"), "{sim:?}");
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(10)).expect("stops");
+    assert!(status.success(), "{}", stderr_of(d.path()));
+    let session = harmony::logger::session::list_sessions(&data)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let logged = std::fs::read(session.join("gps.000.nmea")).unwrap();
+    let want = [good("120000.00"), good("120001.00"), good("120002.00")].concat();
+    assert_eq!(String::from_utf8_lossy(&logged), want);
+    let o = check(d.path(), &session, false);
+    assert!(o.status.success(), "{}", text(&o));
 }
