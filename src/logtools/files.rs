@@ -45,7 +45,7 @@ pub enum FileError {
     HardLinks { path: PathBuf, links: u64 },
     #[error(
         "{path}: a link may only be `latest` pointing at a session in the same directory \
-         (it points at {target}): give the session directory itself"
+         (it points at {target}): give the directory itself to --repair"
     )]
     BadLatest { path: PathBuf, target: PathBuf },
     #[error("{path}: {source}")]
@@ -79,7 +79,7 @@ impl FileError {
             }
             FileError::BadLatest { target, .. } => format!(
                 "a link may only be `latest` pointing at a session in the same directory (it \
-                 points at {})",
+                 points at {}): give the directory itself to --repair",
                 target.display()
             ),
             FileError::Io { source, .. } => source.to_string(),
