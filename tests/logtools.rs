@@ -176,6 +176,8 @@ fn a_clean_session_passes() {
     let data = d.path().join("data");
     let s = session(&data, SESSION);
     symlink(SESSION, data.join("latest")).unwrap();
+    // `harmony demo` logs into the data directory itself: still a data directory.
+    std::fs::write(data.join("harmony.log"), b"demo\n").unwrap();
     for (target, repair) in [
         (s.clone(), false),
         (data.clone(), false),

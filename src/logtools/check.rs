@@ -478,8 +478,9 @@ pub fn check_session(dir: &Path, repair: bool) -> Result<Vec<FileReport>, CheckE
     check_session_dir(&Dir::open_arg(dir, how)?, repair)
 }
 
-/// Checks `path`: a session directory, or a data directory holding sessions (each checked).
-/// A missing directory, or one that is neither, is an error.
+/// Checks `path`: a session directory (named like one, or `latest`), a data directory holding
+/// sessions (each checked), or a directory holding session files (a session copied under
+/// another name). A missing directory, or one that is none of these, is an error.
 pub fn check_dir(path: &Path, repair: bool) -> Result<Vec<FileReport>, CheckError> {
     let how = if repair {
         ArgDir::Strict
@@ -488,14 +489,19 @@ pub fn check_dir(path: &Path, repair: bool) -> Result<Vec<FileReport>, CheckErro
     };
     let dir = Dir::open_arg(path, how)?;
     let names = dir.names()?;
-    let has_files = names
-        .iter()
-        .any(|n| FileKind::of(&n.to_string_lossy()).is_some());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if is_session_name(&name) || name == "latest" {
+        return check_session_dir(&dir, repair);
+    }
     let sessions: Vec<&OsString> = names
         .iter()
         .filter(|n| is_session_name(&n.to_string_lossy()))
         .collect();
-    if !has_files && !sessions.is_empty() {
+    // A data directory (it may hold `harmony demo`'s harmony.log too).
+    if !sessions.is_empty() {
         let mut out = Vec::new();
         for s in sessions {
             match dir.dir(s) {
@@ -509,11 +515,11 @@ pub fn check_dir(path: &Path, repair: bool) -> Result<Vec<FileReport>, CheckErro
         }
         return Ok(out);
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if has_files || is_session_name(&name) || name == "latest" {
+    // A session copied under another name.
+    if names
+        .iter()
+        .any(|n| FileKind::of(&n.to_string_lossy()).is_some())
+    {
         return check_session_dir(&dir, repair);
     }
     Err(CheckError::NotASession(path.to_owned()))
