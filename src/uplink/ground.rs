@@ -7,6 +7,11 @@
 //! signed when a key is given; with a key, telemetry that is not correctly signed is rejected
 //! and counted. The terminal UI draws [`super::ground_view`]; `--plain` prints one line per
 //! message instead (see `harmony ground --help` for the format).
+//!
+//! One `poll(2)` waits for the radio, the signal self-pipe (SIGTERM, SIGINT, SIGHUP: the
+//! station installs its own handlers) and, in the UI, the terminal ([`crate::tui::term`]): a
+//! signal or the terminal hanging up ends the station within one wake-up, never a spin on a
+//! dead terminal (issue #11).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
