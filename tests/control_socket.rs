@@ -91,6 +91,7 @@ fn tail(p: &Path, n: usize) -> String {
 
 /// Asks for the status `n` times, 50 ms apart; every answer must come within [`bound`].
 fn status_is_prompt(sock: &Path, n: usize, what: &str) {
+    let mut worst = Duration::ZERO;
     for i in 0..n {
         let (v, took) = request(sock, br#"{"cmd":"status"}"#)
             .unwrap_or_else(|e| panic!("status {i} with {what}: {e}"));
@@ -100,8 +101,10 @@ fn status_is_prompt(sock: &Path, n: usize, what: &str) {
             "status {i} with {what} took {took:?} (bound {:?})",
             bound()
         );
+        worst = worst.max(took);
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!("status with {what}: slowest of {n} took {worst:?}");
 }
 
 /// Clients that connect and send one byte of a request every `every`, never a newline, and

@@ -79,7 +79,10 @@ impl Tmux {
             .is_ok_and(|s| s.success());
         if !ok {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(!ci, "tmux is missing (CI=true); scripts/setup.sh installs it");
+            assert!(
+                !ci,
+                "tmux is missing (CI=true); scripts/setup.sh installs it"
+            );
             eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
         }
         ok

@@ -313,13 +313,20 @@ impl RefusalLog {
             Refusal::TimedOut => self.timed_out += 1,
             Refusal::OverCapacity => self.over_capacity += 1,
         }
+        // A client's bytes may be quoted in the reason (an unknown command's name): bounded,
+        // and control characters escaped so a request cannot forge log lines.
         self.last_reason.clear();
-        // Bounded: a client's bytes may be quoted in the reason.
-        let mut cut = reason.len().min(200);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
+        for c in reason.chars() {
+            if self.last_reason.len() >= 200 {
+                self.last_reason.push('…');
+                break;
+            }
+            if c.is_control() {
+                self.last_reason.extend(c.escape_default());
+            } else {
+                self.last_reason.push(c);
+            }
         }
-        self.last_reason.push_str(&reason[..cut]);
     }
 
     fn command(&mut self, now: Instant, limits: &Limits, line: impl FnOnce() -> String) {
@@ -1045,6 +1052,10 @@ mod tests {
         assert_eq!(l.due(t0, every), Some(t0), "the first one at once");
         l.flush(t0, every);
         assert_eq!(l.pending(), 0);
+        l.refused(Refusal::Malformed, "unknown variant `a\n[ERROR] forged`");
+        assert!(!l.last_reason.contains('\n'), "{}", l.last_reason);
+        l.refused(Refusal::Malformed, &"x".repeat(5000));
+        assert!(l.last_reason.len() < 210);
         for _ in 0..1000 {
             l.refused(Refusal::Oversized, "y");
         }
@@ -1054,7 +1065,7 @@ mod tests {
             "the rest wait for the interval"
         );
         l.flush(t0 + Duration::from_secs(5), every);
-        assert_eq!(l.pending(), 1000, "nothing written before the interval");
+        assert_eq!(l.pending(), 1002, "nothing written before the interval");
         l.flush(t0 + every, every);
         assert_eq!(l.pending(), 0);
     }
