@@ -223,6 +223,8 @@ fn run_with(
 
 /// `harmony run`: the firmware topology, logging into a new session directory.
 fn run_firmware(at: &Where, signals: Installed) -> Result<u8> {
+    // Keep what is logged before the log file exists (board, topology); the sink writes it.
+    let _early = harmony::applog::capture_early(at.log_level.unwrap_or(log::LevelFilter::Debug));
     let board = load_board(at)?;
     let session = harmony::logger::session::Session::create(&board.board.data_dir)?;
     let log_file = session.dir.join("harmony.log");
@@ -236,6 +238,7 @@ fn run_tree(
     signals: Installed,
     build: impl FnOnce(&Board) -> Result<Runner>,
 ) -> Result<u8> {
+    let _early = harmony::applog::capture_early(at.log_level.unwrap_or(log::LevelFilter::Debug));
     let board = load_board(at)?;
     std::fs::create_dir_all(&board.board.data_dir).with_context(|| {
         format!(
