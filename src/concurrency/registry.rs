@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::flag::Flag;
 use super::signal::Signal;
-use super::state::{Entry, EntrySnapshot, Kind};
+use super::state::{Clocks, Entry, EntrySnapshot, Kind};
 use super::wake::Waker;
 
 /// Why the tree was asked to stop; decides the process's exit code.
@@ -49,12 +49,18 @@ pub struct Registry {
     reason: Mutex<Option<StopReason>>,
     changed: AtomicBool,
     watcher: OnceLock<Arc<Waker>>,
+    clocks: Clocks,
 }
 
 impl Registry {
     /// A registry whose root runner will use `stop_all` as its stop flag and `tree_pause` as
     /// the waiting flag every processor watches.
     pub fn new() -> Arc<Self> {
+        Self::with_clocks(Clocks::SYSTEM)
+    }
+
+    /// A registry whose entries stamp times with `clocks` (tests inject clocks they step).
+    pub fn with_clocks(clocks: Clocks) -> Arc<Self> {
         Arc::new(Registry {
             entries: RwLock::new(Vec::new()),
             groups: RwLock::new(Vec::new()),
@@ -63,7 +69,13 @@ impl Registry {
             reason: Mutex::new(None),
             changed: AtomicBool::new(false),
             watcher: OnceLock::new(),
+            clocks,
         })
+    }
+
+    /// The clocks this tree's entries are stamped with.
+    pub fn clocks(&self) -> Clocks {
+        self.clocks
     }
 
     /// The flag whose being set stops the whole tree.
@@ -111,7 +123,16 @@ impl Registry {
         for f in groups {
             self.add_group(f);
         }
-        let e = Entry::new(self, name, path, kind, None, watch_above, accepts);
+        let e = Entry::new(
+            self,
+            name,
+            path,
+            kind,
+            None,
+            watch_above,
+            accepts,
+            self.clocks,
+        );
         self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -136,6 +157,7 @@ impl Registry {
             Some(self.stop_all.clone()),
             std::slice::from_ref(&self.tree_pause),
             accepts,
+            self.clocks,
         );
         self.entries
             .write()
@@ -252,9 +274,10 @@ impl Registry {
         }
     }
 
-    /// Processors that have been inside one piece of work for longer than `limit_ms` (stuck).
+    /// Processors that have been inside one piece of work for longer than `limit_ms` (stuck),
+    /// measured on the boot clock: a step of the wall clock neither makes nor hides one.
     pub fn stuck(&self, limit_ms: u64) -> Vec<String> {
-        let now = super::state::now_ms();
+        let now = self.clocks.boot();
         self.entries()
             .iter()
             .filter(|e| e.busy_for_ms(now).is_some_and(|b| b > limit_ms))

@@ -4,11 +4,18 @@
 //! of atomics in an [`Entry`] per processor; the control module writes them to files in the run
 //! directory and serves them as JSON. Processors and the runner only store atomics and ring the
 //! registry's doorbell, so a state change never does I/O on a sensor thread.
+//!
+//! Clocks (issue #11): every duration here (time in state, time inside one piece of work, which
+//! the watchdog reads) is measured on the boot clock (`CLOCK_BOOTTIME`), which never steps. The
+//! Pi has no real-time clock, and its wall clock jumps when NTP or the GPS sets it: a stamp on the
+//! wall clock would turn a step into a false "stuck" or hide a real hang. The wall clock is read
+//! only to show a moment to people (`since_ms` in a snapshot, derived from the boot-clock age).
+//! Stamps are `u64` boot-clock nanoseconds in plain atomics (fixed size, no pointers), and the
+//! clocks are injectable ([`Clocks`]) so a test can step the wall clock.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
@@ -99,12 +106,15 @@ pub struct Entry {
     pub path: String,
     pub kind: Kind,
     state: AtomicU8,
-    since_ms: AtomicU64,
+    /// Boot-clock ns of the last state change.
+    since_ns: AtomicU64,
     restarts: AtomicU32,
     errors: AtomicU64,
-    /// Unix ms when the current `work` call began; 0 when not inside one (or waiting for I/O
-    /// inside it). The watchdog looks for processors busy for too long.
-    busy_since_ms: AtomicU64,
+    /// Boot-clock ns when the current `work` call began; 0 when not inside one (or waiting for
+    /// I/O inside it). The watchdog looks for processors busy for too long.
+    busy_since_ns: AtomicU64,
+    /// Process-local: where the stamps above come from (not part of the shared state).
+    clocks: Clocks,
     note: Mutex<String>,
     /// Set by the runner to stop this processor (reverse start order).
     pub stop: Flag,
@@ -130,11 +140,44 @@ impl fmt::Debug for Entry {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Milliseconds since the Unix epoch on the wall clock: for showing a moment to people only,
+/// never for measuring a duration (see the module docs).
+pub fn now_ms() -> u64 {
+    (crate::clock::wall_ns().max(0) / 1_000_000) as u64
+}
+
+/// The clocks the framework reads: the boot clock for every duration, the wall clock only to
+/// show moments to people. Plain function pointers, so a test can inject clocks it steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Clocks {
+    /// Nanoseconds on a clock that never steps (`CLOCK_BOOTTIME`).
+    pub boot_ns: fn() -> u64,
+    /// Nanoseconds since the Unix epoch on the wall clock (steps when the clock is set).
+    pub wall_ns: fn() -> i64,
+}
+
+impl Clocks {
+    /// The system's clocks (`CLOCK_BOOTTIME`, `CLOCK_REALTIME`).
+    pub const SYSTEM: Clocks = Clocks {
+        boot_ns: crate::clock::boot_ns,
+        wall_ns: crate::clock::wall_ns,
+    };
+
+    #[inline]
+    pub fn boot(&self) -> u64 {
+        (self.boot_ns)()
+    }
+
+    #[inline]
+    pub fn wall(&self) -> i64 {
+        (self.wall_ns)()
+    }
+}
+
+impl Default for Clocks {
+    fn default() -> Self {
+        Self::SYSTEM
+    }
 }
 
 impl Entry {
@@ -146,6 +189,7 @@ impl Entry {
         stop: Option<Flag>,
         watch_above: &[Flag],
         accepts: Vec<String>,
+        clocks: Clocks,
     ) -> Arc<Self> {
         let pause = Flag::new(name.clone());
         let mut watch = vec![pause.clone()];
@@ -162,10 +206,11 @@ impl Entry {
             path,
             kind,
             state: AtomicU8::new(ProcState::Starting as u8),
-            since_ms: AtomicU64::new(now_ms()),
+            since_ns: AtomicU64::new(clocks.boot()),
             restarts: AtomicU32::new(0),
             errors: AtomicU64::new(0),
-            busy_since_ms: AtomicU64::new(0),
+            busy_since_ns: AtomicU64::new(0),
+            clocks,
             note: Mutex::new(String::new()),
             mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
             mail_dropped: AtomicU64::new(0),
@@ -188,14 +233,19 @@ impl Entry {
     /// Records a state change and tells the state-file writer. No I/O here.
     pub fn set_state(&self, s: ProcState) {
         if self.state.swap(s as u8, Ordering::AcqRel) != s as u8 {
-            self.since_ms.store(now_ms(), Ordering::Relaxed);
+            self.since_ns.store(self.clocks.boot(), Ordering::Relaxed);
             self.mark_dirty();
         }
     }
 
-    /// Milliseconds since the Unix epoch of the last state change.
-    pub fn since_ms(&self) -> u64 {
-        self.since_ms.load(Ordering::Relaxed)
+    /// Boot-clock nanoseconds of the last state change.
+    pub fn since_ns(&self) -> u64 {
+        self.since_ns.load(Ordering::Relaxed)
+    }
+
+    /// How long the processor has been in its current state (boot clock).
+    pub fn in_state_ms(&self) -> u64 {
+        self.clocks.boot().saturating_sub(self.since_ns()) / 1_000_000
     }
 
     pub fn restarts(&self) -> u32 {
@@ -217,18 +267,26 @@ impl Entry {
     }
 
     /// Marks the start (`true`) or end (`false`) of a stretch of work that must not take long.
+    /// Stamped on the boot clock (a vDSO read, no system call).
     #[inline]
     pub fn set_busy(&self, busy: bool) {
-        self.busy_since_ms
-            .store(if busy { now_ms().max(1) } else { 0 }, Ordering::Relaxed);
+        let v = if busy { self.clocks.boot().max(1) } else { 0 };
+        self.busy_since_ns.store(v, Ordering::Relaxed);
     }
 
-    /// How long the processor has been inside its current piece of work, if it is.
-    pub fn busy_for_ms(&self, now: u64) -> Option<u64> {
-        match self.busy_since_ms.load(Ordering::Relaxed) {
+    /// Boot-clock nanoseconds when the current piece of work began, if inside one.
+    pub fn busy_since_ns(&self) -> Option<u64> {
+        match self.busy_since_ns.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(now.saturating_sub(t)),
+            t => Some(t),
         }
+    }
+
+    /// How long the processor has been inside its current piece of work at boot-clock time
+    /// `now_ns`, if it is.
+    pub fn busy_for_ms(&self, now_ns: u64) -> Option<u64> {
+        self.busy_since_ns()
+            .map(|t| now_ns.saturating_sub(t) / 1_000_000)
     }
 
     /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").
@@ -317,12 +375,15 @@ impl Entry {
 
     /// A consistent-enough copy for status replies and state files.
     pub fn snapshot(&self) -> EntrySnapshot {
+        let in_state_ms = self.in_state_ms();
         EntrySnapshot {
             name: self.name.clone(),
             path: self.path.clone(),
             kind: self.kind,
             state: self.state(),
-            since_ms: self.since_ms(),
+            // The moment for people, derived from the boot-clock age: a wall-clock step moves
+            // it with the reader's clock, so "now - since" stays the true time in state.
+            since_ms: ((self.clocks.wall().max(0) / 1_000_000) as u64).saturating_sub(in_state_ms),
             restarts: self.restarts(),
             errors: self.errors(),
             paused: self.pause.is_set(),
@@ -347,6 +408,9 @@ pub struct EntrySnapshot {
     pub path: String,
     pub kind: Kind,
     pub state: ProcState,
+    /// Wall-clock ms of the last state change, for display: the snapshot's wall clock minus
+    /// the time in state measured on the boot clock, so a reader subtracting it from its own
+    /// (equally stepped) wall clock gets the true time in state.
     pub since_ms: u64,
     pub restarts: u32,
     pub errors: u64,
