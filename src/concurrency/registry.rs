@@ -123,16 +123,7 @@ impl Registry {
         for f in groups {
             self.add_group(f);
         }
-        let e = Entry::new(
-            self,
-            name,
-            path,
-            kind,
-            None,
-            watch_above,
-            accepts,
-            self.clocks,
-        );
+        let e = Entry::new(self, name, path, kind, None, watch_above, accepts);
         self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -157,7 +148,6 @@ impl Registry {
             Some(self.stop_all.clone()),
             std::slice::from_ref(&self.tree_pause),
             accepts,
-            self.clocks,
         );
         self.entries
             .write()

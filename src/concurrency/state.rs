@@ -189,8 +189,8 @@ impl Entry {
         stop: Option<Flag>,
         watch_above: &[Flag],
         accepts: Vec<String>,
-        clocks: Clocks,
     ) -> Arc<Self> {
+        let clocks = registry.clocks();
         let pause = Flag::new(name.clone());
         let mut watch = vec![pause.clone()];
         for f in watch_above {
