@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{secs, wait_until};
 use harmony::clock::Stamp;
 use harmony::concurrency::{
-    BoxError, Context, Loop, LoopConfig, LoopProcessor, Origin, Outcome, Producer, Registry,
-    Runner, Signal, Step, StopReason, queue, run_tree,
+    BoxError, Context, Housekeeping, Loop, LoopConfig, LoopProcessor, Origin, Outcome, Producer,
+    Registry, Runner, Signal, Step, StopReason, queue, run_tree,
 };
 use harmony::formats::candump::record_from_frame;
 use harmony::formats::csv::{parse_fix, parse_range};
@@ -53,7 +53,8 @@ fn start_logger(
     let (rt, rr) = queue(1 << 16, "rangefinder->logger");
     let (ct, cr) = queue(can_capacity, "can->logger");
     let session = Session::create(data).unwrap();
-    let backend = LoggerBackend::new(cfg, session.clone(), fs);
+    let (hk, pool) = Housekeeping::new("housekeeping", 2, Duration::from_millis(100));
+    let backend = LoggerBackend::new(cfg, session.clone(), fs, &hk);
     let sink = SinkLoop::new(
         "logger",
         SinkInputs {
@@ -64,7 +65,10 @@ fn start_logger(
         backend,
         Duration::from_millis(10),
     );
-    let mut root = Runner::new("root").child(LoopProcessor::new(sink));
+    // The housekeeping pool first: it stops after the logger and writes its last manifest.
+    let mut root = Runner::new("root")
+        .child(pool)
+        .child(LoopProcessor::new(sink));
     let feeds = match extra {
         Some(f) => {
             root.push(harmony::concurrency::Child::boxed(f(ct)));
@@ -591,7 +595,8 @@ fn sessions_without_a_clock_are_numbered_and_gps_time_is_recorded() {
     let b = Session::create_at(dir.path(), early).unwrap();
     assert_eq!((a.name.as_str(), b.name.as_str()), ("sess001", "sess002"));
     assert!(!a.clock_valid);
-    let backend = LoggerBackend::new(LoggerConfig::default(), b.clone(), Arc::new(RealFs));
+    let (hk, pool) = Housekeeping::new("housekeeping", 1, Duration::from_millis(100));
+    let backend = LoggerBackend::new(LoggerConfig::default(), b.clone(), Arc::new(RealFs), &hk);
     let (gt, gr) = queue(64, "gps");
     let (_rt, rr) = queue(16, "r");
     let (_ct, cr) = queue(16, "c");
@@ -605,7 +610,9 @@ fn sessions_without_a_clock_are_numbered_and_gps_time_is_recorded() {
         backend,
         Duration::from_millis(10),
     );
-    let mut root = Runner::new("root").child(LoopProcessor::new(sink));
+    let mut root = Runner::new("root")
+        .child(pool)
+        .child(LoopProcessor::new(sink));
     let reg = Registry::new();
     let r2 = reg.clone();
     let h = std::thread::spawn(move || run_tree(&r2, &mut root));

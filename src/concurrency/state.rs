@@ -262,7 +262,12 @@ impl Entry {
     }
 
     pub fn add_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.add_errors(1);
+    }
+
+    /// Counts `n` errors at once (a sink adding up its writer's failures).
+    pub fn add_errors(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
         self.mark_dirty();
     }
 
