@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::flag::Flag;
 use super::signal::Signal;
-use super::state::{Clocks, Entry, EntrySnapshot, Kind};
+use super::state::{Clocks, Entry, EntrySnapshot, Kind, Refused};
 use super::wake::Waker;
 
 /// Why the tree was asked to stop; decides the process's exit code.
@@ -38,6 +38,35 @@ pub enum LookupError {
     NoReceiver(String),
     #[error("mailbox of '{0}' is full; signal dropped")]
     MailboxFull(String),
+    #[error(
+        "'{proc}' takes '{signal}' at most once every {interval_ms} ms: refused, try again in {retry_in_ms} ms ({refused} refused so far)"
+    )]
+    RateLimited {
+        proc: String,
+        signal: String,
+        interval_ms: u64,
+        retry_in_ms: u64,
+        refused: u64,
+    },
+}
+
+impl LookupError {
+    fn refused(e: &Entry, signal: &str, why: Refused) -> Self {
+        match why {
+            Refused::MailboxFull => LookupError::MailboxFull(e.name.clone()),
+            Refused::RateLimited {
+                interval_ms,
+                retry_in_ms,
+                refused,
+            } => LookupError::RateLimited {
+                proc: e.name.clone(),
+                signal: signal.to_owned(),
+                interval_ms,
+                retry_in_ms,
+                refused,
+            },
+        }
+    }
 }
 
 /// The shared directory of a processor tree.
@@ -238,26 +267,26 @@ impl Registry {
                         },
                     });
                 }
+                let name = sig.name().to_owned();
                 e.deliver(sig)
-                    .map_err(|_| LookupError::MailboxFull(e.name.clone()))?;
+                    .map_err(|why| LookupError::refused(&e, &name, why))?;
                 Ok(vec![e.path.clone()])
             }
             None => {
                 let mut reached = Vec::new();
-                let mut full = None;
+                let mut refused = None;
                 for e in self.entries() {
                     if e.accepts(sig.name()) && !e.state().is_final() {
                         match e.deliver(sig.clone()) {
                             Ok(()) => reached.push(e.path.clone()),
-                            Err(_) => full = Some(e.name.clone()),
+                            Err(why) => refused = Some(LookupError::refused(&e, sig.name(), why)),
                         }
                     }
                 }
                 if reached.is_empty() {
-                    return Err(match full {
-                        Some(n) => LookupError::MailboxFull(n),
-                        None => LookupError::NoReceiver(sig.name().to_owned()),
-                    });
+                    return Err(
+                        refused.unwrap_or_else(|| LookupError::NoReceiver(sig.name().to_owned()))
+                    );
                 }
                 Ok(reached)
             }

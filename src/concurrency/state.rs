@@ -16,6 +16,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,32 @@ pub struct Metric {
 /// How many signals a mailbox holds before further ones are refused.
 pub const MAILBOX_CAPACITY: usize = 16;
 
+/// Why a signal was not put in a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The mailbox holds [`MAILBOX_CAPACITY`] signals already.
+    MailboxFull,
+    /// The processor takes this signal at most once per `interval_ms` (see
+    /// [`Entry::limit_signals`]); the next one is taken in `retry_in_ms`.
+    RateLimited {
+        interval_ms: u64,
+        retry_in_ms: u64,
+        /// Refused so far, this one included.
+        refused: u64,
+    },
+}
+
+/// A rate limit on some of the signals a processor accepts, checked when a signal is
+/// delivered, so the requester is told at once and the mailbox never fills with them.
+struct SignalGate {
+    /// Bit `i`: `accepts[i]` is limited.
+    mask: u64,
+    interval_ns: u64,
+    /// Boot-clock ns of the last signal let through (0: none yet).
+    last_ns: AtomicU64,
+    refused: Arc<AtomicU64>,
+}
+
 /// The live, shared record of one processor.
 pub struct Entry {
     pub name: String,
@@ -126,6 +153,7 @@ pub struct Entry {
     mailbox: ArrayQueue<Signal>,
     mail_dropped: AtomicU64,
     accepts: Vec<String>,
+    gate: std::sync::OnceLock<SignalGate>,
     pub waker: Arc<Waker>,
     metrics: Mutex<Vec<Metric>>,
     registry: Weak<Registry>,
@@ -215,6 +243,7 @@ impl Entry {
             mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
             mail_dropped: AtomicU64::new(0),
             accepts,
+            gate: std::sync::OnceLock::new(),
             waker: Waker::new(),
             metrics: Mutex::new(Vec::new()),
             registry: Arc::downgrade(registry),
@@ -328,16 +357,70 @@ impl Entry {
         &self.accepts
     }
 
-    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full.
-    pub fn deliver(&self, sig: Signal) -> Result<(), Signal> {
+    /// Takes the named signals (among those it accepts) at most once per `interval`, counting
+    /// the refused ones in `refused`. One gate per processor, set once (later calls are
+    /// ignored): the logger limits its rotation requests (`hup`, `rotate`) this way, whichever
+    /// way they come (radio, control socket, SIGHUP).
+    pub fn limit_signals(&self, names: &[&str], interval: Duration, refused: Arc<AtomicU64>) {
+        let mask = self
+            .accepts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i < 64 && names.contains(&a.as_str()))
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let _ = self.gate.set(SignalGate {
+            mask,
+            interval_ns: interval.as_nanos() as u64,
+            last_ns: AtomicU64::new(0),
+            refused,
+        });
+    }
+
+    /// Checks the rate limit for `sig`; takes its slot when it passes.
+    fn pass_gate(&self, sig: &Signal) -> Result<(), Refused> {
+        let Some(g) = self.gate.get() else {
+            return Ok(());
+        };
+        let limited = self
+            .accepts
+            .iter()
+            .position(|a| a == sig.name())
+            .is_some_and(|i| i < 64 && g.mask & (1 << i) != 0);
+        if !limited {
+            return Ok(());
+        }
+        let now = self.clocks.boot().max(1);
+        let last = g.last_ns.load(Ordering::Acquire);
+        let due = last.saturating_add(g.interval_ns);
+        // compare_exchange: of two concurrent requests only one passes.
+        if (last == 0 || now >= due)
+            && g.last_ns
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        let refused = g.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = g.last_ns.load(Ordering::Acquire);
+        Err(Refused::RateLimited {
+            interval_ms: g.interval_ns / 1_000_000,
+            retry_in_ms: last.saturating_add(g.interval_ns).saturating_sub(now) / 1_000_000,
+            refused,
+        })
+    }
+
+    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full or
+    /// the signal is rate-limited ([`Entry::limit_signals`]).
+    pub fn deliver(&self, sig: Signal) -> Result<(), Refused> {
+        self.pass_gate(&sig)?;
         match self.mailbox.push(sig) {
             Ok(()) => {
                 self.waker.wake();
                 Ok(())
             }
-            Err(s) => {
+            Err(_) => {
                 self.mail_dropped.fetch_add(1, Ordering::Relaxed);
-                Err(s)
+                Err(Refused::MailboxFull)
             }
         }
     }

@@ -132,6 +132,10 @@ pub fn file_name(file: FileId, seg: u32) -> String {
 pub const MANIFEST_SEGMENTS: u32 = 16;
 /// How often the `free-space` job reads the free space (and applies the floor).
 pub const SPACE_EVERY: Duration = Duration::from_secs(5);
+/// Rotation requests (`rotate`, `hup`; from the radio, the control socket or SIGHUP) are taken
+/// at most once per this interval; the others are refused at delivery, counted
+/// (`rotations_refused`) and the requester told where there is a reply.
+pub const ROTATE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Events raised by housekeeping jobs, waiting for the logger thread to forward them.
 const JOB_EVENTS: usize = 64;
 
@@ -659,6 +663,11 @@ impl Backend for LoggerBackend {
 
     fn start(&mut self, ctx: &Context) -> Result<(), BoxError> {
         lower_priority();
+        ctx.entry().limit_signals(
+            &["hup", "rotate"],
+            ROTATE_MIN_INTERVAL,
+            ctx.metric("rotations_refused"),
+        );
         let (tx, rx) = bounded(CHANNEL);
         let w = Writer::new(
             self.fs.clone(),
