@@ -118,7 +118,7 @@ fn durable_replacement_syncs_file_then_directory() {
     assert!(
         !lines
             .iter()
-            .any(|l| l.contains("sync(") && l.contains(&format!("{run}"))),
+            .any(|l| l.contains("sync(") && l.contains(run.as_str())),
         "nothing under run/ is synced:\n{}",
         lines.join("\n")
     );
