@@ -204,6 +204,19 @@ impl Registry {
             .clone()
     }
 
+    /// [`Registry::entries`] into `out` (cleared first): a periodic reader on a timed thread
+    /// reuses one vector instead of allocating a new one each time.
+    pub fn entries_into(&self, out: &mut Vec<Arc<Entry>>) {
+        out.clear();
+        out.extend(
+            self.entries
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+    }
+
     pub fn find(&self, name: &str) -> Option<Arc<Entry>> {
         self.entries
             .read()

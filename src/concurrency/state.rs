@@ -448,6 +448,15 @@ impl Entry {
         v
     }
 
+    /// Calls `f` with each metric's name and value, without allocating (for periodic readers
+    /// on timed threads, such as the uplink's health report).
+    pub fn visit_metrics(&self, mut f: impl FnMut(&str, u64)) {
+        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        for x in m.iter() {
+            f(&x.name, x.value.load(Ordering::Relaxed));
+        }
+    }
+
     pub fn metrics(&self) -> Vec<(String, u64)> {
         let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         m.iter()
