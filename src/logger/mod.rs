@@ -24,7 +24,11 @@
 //! Files in the session directory (`<data_dir>/<session>/`, see [`session`]):
 //! `can.NNN.log` (candump `-l`), `gps.NNN.nmea` (raw sentences), `gps-fix.NNN.csv`,
 //! `rangefinder.NNN.csv`, `events.log`, `harmony.log` (the application log), `manifest.json`.
-//! `NNN` is the segment: files rotate at `rotate_mib` and on SIGHUP / the `rotate` signal.
+//! `NNN` is the segment: files rotate at `rotate_mib` and on SIGHUP / the `rotate` signal, at
+//! most once per [`ROTATE_MIN_INTERVAL`]: the logger limits its `hup` and `rotate` signals at
+//! its mailbox ([`crate::concurrency::Entry::limit_signals`]), so a request from the radio, the
+//! control socket or SIGHUP beyond that is refused at delivery, counted in
+//! `rotations_refused`, and the requester told where there is a reply.
 //!
 //! Power cut: chunks are whole lines, and a failed write is cut back to the last whole line,
 //! so after a crash at most the last line of a file can be torn (only by the kernel, at a
