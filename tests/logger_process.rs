@@ -227,12 +227,21 @@ fn disk_full_on_a_small_tmpfs() {
         "logger degraded: {}",
         stderr_of(dir.path())
     );
-    let note = harmony::control::state_files::read_state_file(
-        &harmony::control::state_files::state_path(&run, "logger"),
-    )
-    .unwrap()["note"]
-        .clone();
-    assert!(note.contains("DEGRADED"), "{note}");
+    // The note and the metric change together, but a state file may be written between the
+    // two stores: wait for the file to show both.
+    let note = || {
+        harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
+            &run, "logger",
+        ))
+        .ok()
+        .and_then(|m| m.get("note").cloned())
+        .unwrap_or_default()
+    };
+    assert!(
+        wait_until(secs(5), || note().contains("DEGRADED")),
+        "{}",
+        note()
+    );
     // Everything else keeps going: sources and the uplink.
     // (Counters reach the state files about once a second; on a loaded machine later.)
     let uplinked = || -> u64 {

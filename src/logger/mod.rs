@@ -255,6 +255,8 @@ pub struct LoggerBackend {
     manifest_job: JobHandle,
     /// Write and fsync errors already added to the entry's error count.
     errors_seen: u64,
+    /// The writer's faults the note and the `degraded` metric show.
+    shown_faults: u8,
     streams: Vec<Stream>,
     tx: Option<Sender<Msg>>,
     free: Receiver<Vec<u8>>,
@@ -315,6 +317,7 @@ impl LoggerBackend {
             shared,
             manifest_job,
             errors_seen: 0,
+            shown_faults: 0,
             streams: enabled
                 .iter()
                 .map(|&e| Stream {
@@ -480,10 +483,8 @@ impl LoggerBackend {
             self.drops.gps + self.drops.range + self.drops.can,
             Ordering::Relaxed,
         );
-        m.degraded.store(
-            st.degraded.load(Ordering::Relaxed) as u64,
-            Ordering::Relaxed,
-        );
+        m.degraded
+            .store((self.shown_faults != 0) as u64, Ordering::Relaxed);
         m.write_errors
             .store(st.write_errors.load(Ordering::Relaxed), Ordering::Relaxed);
         m.fsync_errors
@@ -844,14 +845,20 @@ impl Backend for LoggerBackend {
             self.look_at_states(ctx);
             self.check_clock();
             self.forward_job_events();
-            let st = &self.stats;
-            let errors =
-                st.write_errors.load(Ordering::Relaxed) + st.fsync_errors.load(Ordering::Relaxed);
-            if errors > self.errors_seen {
-                ctx.entry().add_errors(errors - self.errors_seen);
-                self.errors_seen = errors;
-            }
-            let faults = st.faults.load(Ordering::Relaxed);
+        }
+        // The writer's failures count as the logger's errors, as they happen.
+        let st = &self.stats;
+        let errors =
+            st.write_errors.load(Ordering::Relaxed) + st.fsync_errors.load(Ordering::Relaxed);
+        if errors > self.errors_seen {
+            ctx.entry().add_errors(errors - self.errors_seen);
+            self.errors_seen = errors;
+        }
+        // The note follows the writer's faults at once (not a second later), so the note and
+        // the `degraded` metric published below always agree.
+        let faults = self.stats.faults.load(Ordering::Acquire);
+        if faults != self.shown_faults {
+            self.shown_faults = faults;
             let why = match (faults & FAULT_WRITE != 0, faults & FAULT_SYNC != 0) {
                 (true, true) => Some("writes and fsync failing, dropping"),
                 (true, false) => Some("writes failing, dropping"),
