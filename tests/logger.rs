@@ -838,7 +838,7 @@ fn fsync_errors_degrade_the_logger() {
         events.contains(" degraded cause=fsync file=can.000.log"),
         "{events}"
     );
-    assert!(events.contains("Input/output error"), "{events}");
+    assert!(events.contains("(os error 5)"), "EIO named: {events}");
     assert!(events.contains(" resumed "), "{events}");
     let m = manifest(&session.dir);
     assert!(m.fsync_errors > 0 && !m.degraded, "{m:?}");
