@@ -97,6 +97,9 @@ fn sigkill_at_random_moments_leaves_checkable_prefixes() {
     let mut rng = Lcg(seed);
     let mut kills_with_data = 0;
     for i in 0..20 {
+        // A killed run leaves its state files saying "active": clear them, so the wait below
+        // sees this run's CAN source (on a loaded machine a run is slow to start).
+        let _ = std::fs::remove_dir_all(dir.path().join("run/state"));
         let mut child = KillOnDrop(
             harmony(
                 dir.path(),
