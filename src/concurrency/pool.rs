@@ -413,6 +413,8 @@ fn lower_priority_once() {
 struct HkShared {
     jobs: Mutex<Vec<Arc<Job>>>,
     sender: OnceLock<TaskSender<Arc<Job>>>,
+    /// Job failures already added to the pool's error count.
+    errors_seen: AtomicU64,
 }
 
 impl HkShared {
@@ -473,8 +475,9 @@ impl JobHandle {
 /// shown (`JOB.running_ms`, the pool's note) but does not stop the watchdog's pings.
 ///
 /// Each job publishes `JOB.runs`, `JOB.errors`, `JOB.last_ms` (its last run's duration) and
-/// `JOB.running_ms` (how long the current run has taken, 0 when idle) in the pool's metrics,
-/// so `harmony ctl status` shows them. On stop the jobs marked `at_stop` (and any requested)
+/// `JOB.running_ms` (how long the current run has taken, 0 when idle) in the pool's metrics
+/// (`harmony ctl --json status`, the pool's state file, `harmony top`); job failures also count
+/// in the pool's errors column and a run over [`Housekeeping::SLOW`] is named in its note. On stop the jobs marked `at_stop` (and any requested)
 /// run a last time, up to [`Housekeeping::STOP_DEADLINE`]: the pool must come before its
 /// clients in the runner, so it stops after them and saves their final state.
 #[derive(Clone)]
@@ -494,6 +497,7 @@ impl Housekeeping {
         let shared = Arc::new(HkShared {
             jobs: Mutex::new(Vec::new()),
             sender: OnceLock::new(),
+            errors_seen: AtomicU64::new(0),
         });
         let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
         let pool = WorkerPool::managed_with_context(
@@ -558,12 +562,14 @@ impl Housekeeping {
     }
 
     /// The manager's round: queue the periodic jobs that are due, publish every job's
-    /// metrics, name a slow one in the note.
+    /// metrics, count their failures as the pool's errors, name a slow one in the note.
     fn round(shared: &HkShared, ctx: &Context) -> usize {
         let now = crate::clock::boot_ns();
         let mut queued = 0;
         let mut slow = None;
+        let mut errors = 0;
         for job in shared.jobs() {
+            errors += job.errors.load(Ordering::Relaxed);
             if let Some(every) = job.every
                 && now >= job.next_due_ns.load(Ordering::Relaxed)
                 && !job.queued.load(Ordering::Acquire)
@@ -580,7 +586,83 @@ impl Housekeeping {
                 slow = Some(format!("{} running for {:.1} s", job.name, ms as f64 / 1e3));
             }
         }
+        let seen = shared.errors_seen.swap(errors, Ordering::Relaxed);
+        if errors > seen {
+            ctx.entry().add_errors(errors - seen);
+        }
         ctx.set_note(slow.as_deref().unwrap_or(""));
         queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concurrency::{Registry, Runner, StopReason, run_tree};
+    use std::sync::atomic::AtomicBool;
+
+    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !cond() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Issue #11: housekeeping jobs: periodic and requested runs, a failing job counted (its
+    /// metrics and the pool's errors), a stalled job holding one worker while another job
+    /// keeps running, and the `at_stop` jobs run once more when the pool stops.
+    #[test]
+    fn housekeeping_jobs_run_fail_stall_and_finish_on_stop() {
+        let (hk, pool) = Housekeeping::new("housekeeping", 2, Duration::from_millis(20));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let t = ticks.clone();
+        hk.add("tick", Some(Duration::from_millis(20)), true, move || {
+            t.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let failing = hk.add("failing", None, false, || Err("card gone".into()));
+        let stalled = Arc::new(AtomicBool::new(true));
+        let s = stalled.clone();
+        let stall = hk.add("stall", None, false, move || {
+            while s.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        });
+        let reg = Registry::new();
+        let r2 = reg.clone();
+        let mut root = Runner::new("root").child(pool);
+        let h = std::thread::spawn(move || run_tree(&r2, &mut root));
+        let entry = || reg.find("housekeeping");
+        let m = |k: &str| {
+            entry()
+                .and_then(|e| e.snapshot().metrics.get(k).copied())
+                .unwrap_or(0)
+        };
+        stall.request();
+        failing.request();
+        wait("the failure is counted", || {
+            m("failing.errors") == 1 && entry().is_some_and(|e| e.errors() == 1)
+        });
+        assert_eq!(failing.errors(), 1);
+        // One worker is stuck in `stall`; the periodic job goes on on the other.
+        let before = ticks.load(Ordering::SeqCst);
+        wait("ticks while stalled", || {
+            ticks.load(Ordering::SeqCst) > before + 5
+        });
+        assert!(
+            m("stall.running_ms") > 0,
+            "the stalled job is shown running"
+        );
+        assert_eq!(stall.runs(), 0);
+        stalled.store(false, Ordering::SeqCst);
+        wait("the stalled job finishes", || stall.runs() == 1);
+        // On stop, the at_stop job runs once more.
+        let before = ticks.load(Ordering::SeqCst);
+        reg.request_stop_all(StopReason::Requested("test".into()));
+        h.join().unwrap();
+        assert!(ticks.load(Ordering::SeqCst) > before, "a last run at stop");
+        assert_eq!(failing.runs(), 1, "not at_stop: not run again");
     }
 }
