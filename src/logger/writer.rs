@@ -1,8 +1,10 @@
-//! The writer thread: the only thread that touches the SD card (PX4's logger splits the same
-//! way: the logger thread formats, a writer thread writes).
+//! The writer thread: the only thread that writes the data files (PX4's logger splits the same
+//! way: the logger thread formats, a writer thread writes). The rest of the card work (the
+//! manifest, free space, old sessions, the signing state) is the housekeeping pool's; the timed
+//! threads (logger, uplink, sources) make no file-system call.
 //!
 //! It receives whole chunks of complete lines, appends them, fsyncs when told (at most once a
-//! second by default), rotates segments, and writes `events.log` and `manifest.json`. A stall
+//! second by default), rotates segments, and writes `events.log`. A stall
 //! here (an SD card pausing for seconds) fills the bounded channel; the logger thread then
 //! stops draining and the sources' queues absorb the stall.
 //!
