@@ -4,11 +4,19 @@
 //! of atomics in an [`Entry`] per processor; the control module writes them to files in the run
 //! directory and serves them as JSON. Processors and the runner only store atomics and ring the
 //! registry's doorbell, so a state change never does I/O on a sensor thread.
+//!
+//! Clocks (issue #11): every duration here (time in state, time inside one piece of work, which
+//! the watchdog reads) is measured on the boot clock (`CLOCK_BOOTTIME`), which never steps. The
+//! Pi has no real-time clock, and its wall clock jumps when NTP or the GPS sets it: a stamp on the
+//! wall clock would turn a step into a false "stuck" or hide a real hang. The wall clock is read
+//! only to show a moment to people (`since_ms` in a snapshot, derived from the boot-clock age).
+//! Stamps are `u64` boot-clock nanoseconds in plain atomics (fixed size, no pointers), and the
+//! clocks are injectable ([`Clocks`]) so a test can step the wall clock.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
@@ -92,6 +100,32 @@ pub struct Metric {
 /// How many signals a mailbox holds before further ones are refused.
 pub const MAILBOX_CAPACITY: usize = 16;
 
+/// Why a signal was not put in a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The mailbox holds [`MAILBOX_CAPACITY`] signals already.
+    MailboxFull,
+    /// The processor takes this signal at most once per `interval_ms` (see
+    /// [`Entry::limit_signals`]); the next one is taken in `retry_in_ms`.
+    RateLimited {
+        interval_ms: u64,
+        retry_in_ms: u64,
+        /// Refused so far, this one included.
+        refused: u64,
+    },
+}
+
+/// A rate limit on some of the signals a processor accepts, checked when a signal is
+/// delivered, so the requester is told at once and the mailbox never fills with them.
+struct SignalGate {
+    /// Bit `i`: `accepts[i]` is limited.
+    mask: u64,
+    interval_ns: u64,
+    /// Boot-clock ns of the last signal let through (0: none yet).
+    last_ns: AtomicU64,
+    refused: Arc<AtomicU64>,
+}
+
 /// The live, shared record of one processor.
 pub struct Entry {
     pub name: String,
@@ -99,12 +133,15 @@ pub struct Entry {
     pub path: String,
     pub kind: Kind,
     state: AtomicU8,
-    since_ms: AtomicU64,
+    /// Boot-clock ns of the last state change.
+    since_ns: AtomicU64,
     restarts: AtomicU32,
     errors: AtomicU64,
-    /// Unix ms when the current `work` call began; 0 when not inside one (or waiting for I/O
-    /// inside it). The watchdog looks for processors busy for too long.
-    busy_since_ms: AtomicU64,
+    /// Boot-clock ns when the current `work` call began; 0 when not inside one (or waiting for
+    /// I/O inside it). The watchdog looks for processors busy for too long.
+    busy_since_ns: AtomicU64,
+    /// Process-local: where the stamps above come from (not part of the shared state).
+    clocks: Clocks,
     note: Mutex<String>,
     /// Set by the runner to stop this processor (reverse start order).
     pub stop: Flag,
@@ -116,6 +153,7 @@ pub struct Entry {
     mailbox: ArrayQueue<Signal>,
     mail_dropped: AtomicU64,
     accepts: Vec<String>,
+    gate: std::sync::OnceLock<SignalGate>,
     pub waker: Arc<Waker>,
     metrics: Mutex<Vec<Metric>>,
     registry: Weak<Registry>,
@@ -130,11 +168,44 @@ impl fmt::Debug for Entry {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Milliseconds since the Unix epoch on the wall clock: for showing a moment to people only,
+/// never for measuring a duration (see the module docs).
+pub fn now_ms() -> u64 {
+    (crate::clock::wall_ns().max(0) / 1_000_000) as u64
+}
+
+/// The clocks the framework reads: the boot clock for every duration, the wall clock only to
+/// show moments to people. Plain function pointers, so a test can inject clocks it steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Clocks {
+    /// Nanoseconds on a clock that never steps (`CLOCK_BOOTTIME`).
+    pub boot_ns: fn() -> u64,
+    /// Nanoseconds since the Unix epoch on the wall clock (steps when the clock is set).
+    pub wall_ns: fn() -> i64,
+}
+
+impl Clocks {
+    /// The system's clocks (`CLOCK_BOOTTIME`, `CLOCK_REALTIME`).
+    pub const SYSTEM: Clocks = Clocks {
+        boot_ns: crate::clock::boot_ns,
+        wall_ns: crate::clock::wall_ns,
+    };
+
+    #[inline]
+    pub fn boot(&self) -> u64 {
+        (self.boot_ns)()
+    }
+
+    #[inline]
+    pub fn wall(&self) -> i64 {
+        (self.wall_ns)()
+    }
+}
+
+impl Default for Clocks {
+    fn default() -> Self {
+        Self::SYSTEM
+    }
 }
 
 impl Entry {
@@ -147,6 +218,7 @@ impl Entry {
         watch_above: &[Flag],
         accepts: Vec<String>,
     ) -> Arc<Self> {
+        let clocks = registry.clocks();
         let pause = Flag::new(name.clone());
         let mut watch = vec![pause.clone()];
         for f in watch_above {
@@ -162,14 +234,16 @@ impl Entry {
             path,
             kind,
             state: AtomicU8::new(ProcState::Starting as u8),
-            since_ms: AtomicU64::new(now_ms()),
+            since_ns: AtomicU64::new(clocks.boot()),
             restarts: AtomicU32::new(0),
             errors: AtomicU64::new(0),
-            busy_since_ms: AtomicU64::new(0),
+            busy_since_ns: AtomicU64::new(0),
+            clocks,
             note: Mutex::new(String::new()),
             mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
             mail_dropped: AtomicU64::new(0),
             accepts,
+            gate: std::sync::OnceLock::new(),
             waker: Waker::new(),
             metrics: Mutex::new(Vec::new()),
             registry: Arc::downgrade(registry),
@@ -188,14 +262,19 @@ impl Entry {
     /// Records a state change and tells the state-file writer. No I/O here.
     pub fn set_state(&self, s: ProcState) {
         if self.state.swap(s as u8, Ordering::AcqRel) != s as u8 {
-            self.since_ms.store(now_ms(), Ordering::Relaxed);
+            self.since_ns.store(self.clocks.boot(), Ordering::Relaxed);
             self.mark_dirty();
         }
     }
 
-    /// Milliseconds since the Unix epoch of the last state change.
-    pub fn since_ms(&self) -> u64 {
-        self.since_ms.load(Ordering::Relaxed)
+    /// Boot-clock nanoseconds of the last state change.
+    pub fn since_ns(&self) -> u64 {
+        self.since_ns.load(Ordering::Relaxed)
+    }
+
+    /// How long the processor has been in its current state (boot clock).
+    pub fn in_state_ms(&self) -> u64 {
+        self.clocks.boot().saturating_sub(self.since_ns()) / 1_000_000
     }
 
     pub fn restarts(&self) -> u32 {
@@ -212,23 +291,36 @@ impl Entry {
     }
 
     pub fn add_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.add_errors(1);
+    }
+
+    /// Counts `n` errors at once (a sink adding up its writer's failures).
+    pub fn add_errors(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
         self.mark_dirty();
     }
 
     /// Marks the start (`true`) or end (`false`) of a stretch of work that must not take long.
+    /// Stamped on the boot clock (a vDSO read, no system call).
     #[inline]
     pub fn set_busy(&self, busy: bool) {
-        self.busy_since_ms
-            .store(if busy { now_ms().max(1) } else { 0 }, Ordering::Relaxed);
+        let v = if busy { self.clocks.boot().max(1) } else { 0 };
+        self.busy_since_ns.store(v, Ordering::Relaxed);
     }
 
-    /// How long the processor has been inside its current piece of work, if it is.
-    pub fn busy_for_ms(&self, now: u64) -> Option<u64> {
-        match self.busy_since_ms.load(Ordering::Relaxed) {
+    /// Boot-clock nanoseconds when the current piece of work began, if inside one.
+    pub fn busy_since_ns(&self) -> Option<u64> {
+        match self.busy_since_ns.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(now.saturating_sub(t)),
+            t => Some(t),
         }
+    }
+
+    /// How long the processor has been inside its current piece of work at boot-clock time
+    /// `now_ns`, if it is.
+    pub fn busy_for_ms(&self, now_ns: u64) -> Option<u64> {
+        self.busy_since_ns()
+            .map(|t| now_ns.saturating_sub(t) / 1_000_000)
     }
 
     /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").
@@ -265,16 +357,70 @@ impl Entry {
         &self.accepts
     }
 
-    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full.
-    pub fn deliver(&self, sig: Signal) -> Result<(), Signal> {
+    /// Takes the named signals (among those it accepts) at most once per `interval`, counting
+    /// the refused ones in `refused`. One gate per processor, set once (later calls are
+    /// ignored): the logger limits its rotation requests (`hup`, `rotate`) this way, whichever
+    /// way they come (radio, control socket, SIGHUP).
+    pub fn limit_signals(&self, names: &[&str], interval: Duration, refused: Arc<AtomicU64>) {
+        let mask = self
+            .accepts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i < 64 && names.contains(&a.as_str()))
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let _ = self.gate.set(SignalGate {
+            mask,
+            interval_ns: interval.as_nanos() as u64,
+            last_ns: AtomicU64::new(0),
+            refused,
+        });
+    }
+
+    /// Checks the rate limit for `sig`; takes its slot when it passes.
+    fn pass_gate(&self, sig: &Signal) -> Result<(), Refused> {
+        let Some(g) = self.gate.get() else {
+            return Ok(());
+        };
+        let limited = self
+            .accepts
+            .iter()
+            .position(|a| a == sig.name())
+            .is_some_and(|i| i < 64 && g.mask & (1 << i) != 0);
+        if !limited {
+            return Ok(());
+        }
+        let now = self.clocks.boot().max(1);
+        let last = g.last_ns.load(Ordering::Acquire);
+        let due = last.saturating_add(g.interval_ns);
+        // compare_exchange: of two concurrent requests only one passes.
+        if (last == 0 || now >= due)
+            && g.last_ns
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        let refused = g.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = g.last_ns.load(Ordering::Acquire);
+        Err(Refused::RateLimited {
+            interval_ms: g.interval_ns / 1_000_000,
+            retry_in_ms: last.saturating_add(g.interval_ns).saturating_sub(now) / 1_000_000,
+            refused,
+        })
+    }
+
+    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full or
+    /// the signal is rate-limited ([`Entry::limit_signals`]).
+    pub fn deliver(&self, sig: Signal) -> Result<(), Refused> {
+        self.pass_gate(&sig)?;
         match self.mailbox.push(sig) {
             Ok(()) => {
                 self.waker.wake();
                 Ok(())
             }
-            Err(s) => {
+            Err(_) => {
                 self.mail_dropped.fetch_add(1, Ordering::Relaxed);
-                Err(s)
+                Err(Refused::MailboxFull)
             }
         }
     }
@@ -302,6 +448,15 @@ impl Entry {
         v
     }
 
+    /// Calls `f` with each metric's name and value, without allocating (for periodic readers
+    /// on timed threads, such as the uplink's health report).
+    pub fn visit_metrics(&self, mut f: impl FnMut(&str, u64)) {
+        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        for x in m.iter() {
+            f(&x.name, x.value.load(Ordering::Relaxed));
+        }
+    }
+
     pub fn metrics(&self) -> Vec<(String, u64)> {
         let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         m.iter()
@@ -317,12 +472,15 @@ impl Entry {
 
     /// A consistent-enough copy for status replies and state files.
     pub fn snapshot(&self) -> EntrySnapshot {
+        let in_state_ms = self.in_state_ms();
         EntrySnapshot {
             name: self.name.clone(),
             path: self.path.clone(),
             kind: self.kind,
             state: self.state(),
-            since_ms: self.since_ms(),
+            // The moment for people, derived from the boot-clock age: a wall-clock step moves
+            // it with the reader's clock, so "now - since" stays the true time in state.
+            since_ms: ((self.clocks.wall().max(0) / 1_000_000) as u64).saturating_sub(in_state_ms),
             restarts: self.restarts(),
             errors: self.errors(),
             paused: self.pause.is_set(),
@@ -347,6 +505,9 @@ pub struct EntrySnapshot {
     pub path: String,
     pub kind: Kind,
     pub state: ProcState,
+    /// Wall-clock ms of the last state change, for display: the snapshot's wall clock minus
+    /// the time in state measured on the boot clock, so a reader subtracting it from its own
+    /// (equally stepped) wall clock gets the true time in state.
     pub since_ms: u64,
     pub restarts: u32,
     pub errors: u64,
