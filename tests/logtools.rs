@@ -105,6 +105,8 @@ fn manifest(closed: bool) -> Vec<u8> {
         records: vec![],
         queue_drops: QueueDropCounts::default(),
         can_transfers_per_node: Default::default(),
+        fsync_errors: 0,
+        segments: vec![],
     };
     serde_json::to_vec_pretty(&m).unwrap()
 }
