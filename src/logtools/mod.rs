@@ -4,12 +4,14 @@
 //! * `tail SOURCE [--follow]`: the newest session's file, following rotations and new sessions;
 //! * `check DIR [--repair]`: every file against its format ([`check`]);
 //! * `export --gpx`: the GPS track as GPX 1.1 ([`gpx`]);
+//! * `export --mcap`: the whole session as one MCAP file for Foxglove / PlotJuggler ([`mcap`]);
 //! * `plot`: an SVG of rangefinder distance and GPS altitude over time ([`plot`]).
 //!
 //! Long runs print progress to stderr when it is a terminal.
 
 pub mod check;
 pub mod gpx;
+pub mod mcap;
 pub mod plot;
 
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
@@ -58,6 +60,9 @@ pub enum LogCmd {
         /// GPX 1.1 (Google Earth, QGIS, gpsbabel).
         #[arg(long)]
         gpx: bool,
+        /// MCAP, a channel per source (Foxglove, PlotJuggler); -o FILE (default SESSION.mcap).
+        #[arg(long, conflicts_with = "gpx")]
+        mcap: bool,
         /// Session directory (default: the newest).
         #[arg(long)]
         session: Option<PathBuf>,
@@ -83,7 +88,7 @@ pub enum ToolError {
     NoSession(PathBuf),
     #[error("unknown source '{0}' (one of: can, gps, gps-fix, rangefinder, events, app)")]
     UnknownSource(String),
-    #[error("choose an export format (--gpx)")]
+    #[error("choose an export format (--gpx or --mcap)")]
     NoFormat,
     #[error(transparent)]
     Check(#[from] check::CheckError),
@@ -91,6 +96,8 @@ pub enum ToolError {
     Session(#[from] crate::logger::session::SessionError),
     #[error(transparent)]
     Board(#[from] crate::board::BoardError),
+    #[error(transparent)]
+    Mcap(#[from] mcap::ExportError),
     #[error("plot: {0}")]
     Plot(String),
 }
@@ -356,16 +363,24 @@ pub fn main(args: LogArgs) -> Result<u8, ToolError> {
         }
         LogCmd::Export {
             gpx,
+            mcap,
             session,
             output,
         } => {
-            if !gpx {
+            if !gpx && !mcap {
                 return Err(ToolError::NoFormat);
             }
             let session = match session {
                 Some(s) => s,
                 None => newest_session(&data)?,
             };
+            if mcap {
+                let name = session.file_name().unwrap_or_default().to_string_lossy();
+                let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.mcap")));
+                let report = mcap::export(&session, &path)?;
+                let _ = write!(out, "{}", mcap::describe(&path, &report));
+                return Ok(0);
+            }
             let files = segments(&session, FIX);
             let text = gpx::export(
                 &files,
