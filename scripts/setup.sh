@@ -63,6 +63,13 @@ if [ ! -x "$venv/bin/python" ] || ! py_ok; then
         log "WARNING: could not install the Python test tools; their tests skip (and fail under CI=true)"
     fi
 fi
+# MAVProxy (issue #13: tests/ground_route.rs drives it headless against `harmony ground --out
+# tcpin:`). It brings numpy, matplotlib, opencv and vtk wheels (about 1 GB in the venv).
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import MAVProxy' 2>/dev/null; then
+    log "installing MAVProxy into $venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check MAVProxy==1.8.75 ||
+        log "WARNING: could not install MAVProxy; its test skips (and fails under CI=true)"
+fi
 
 # binfmt_misc: lets a test exec() an aarch64 binary as if it were native.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then

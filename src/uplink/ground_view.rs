@@ -49,6 +49,8 @@ pub struct GroundView {
     pub connected: bool,
     /// Long STATUSTEXTs arriving in chunks.
     pub assembler: super::frame::TextAssembler,
+    /// `--out` endpoints and their counters, one short text each.
+    pub routes: Vec<String>,
 }
 
 /// Severity without its prefix.
@@ -406,7 +408,11 @@ pub fn render(v: &GroundView, now: f64, prompt: Option<&str>, f: &mut Frame) {
             "q quit  : command (pause:gps resume:gps rotate rate:range:20 rate:can:off stop)",
         ),
     };
-    f.render_widget(Paragraph::new(help), bottom);
+    let mut bottom_lines = vec![help];
+    if !v.routes.is_empty() {
+        bottom_lines.push(Line::from(format!("out: {}", v.routes.join("  |  "))));
+    }
+    f.render_widget(Paragraph::new(bottom_lines), bottom);
 }
 
 #[cfg(test)]
