@@ -5,12 +5,14 @@
 //! * `check DIR [--repair]`: every file against its format ([`check`]);
 //! * `export --gpx`: the GPS track as GPX 1.1 ([`gpx`]);
 //! * `export --mcap`: the whole session as one MCAP file for Foxglove / PlotJuggler ([`mcap`]);
-//! * `plot`: an SVG of rangefinder distance and GPS altitude over time ([`plot`]).
+//! * `plot`: rangefinder distance, GPS altitude and CAN bus load over time, dropouts marked,
+//!   as SVG or PNG ([`plot`], [`load`]).
 //!
 //! Long runs print progress to stderr when it is a terminal.
 
 pub mod check;
 pub mod gpx;
+pub mod load;
 pub mod mcap;
 pub mod plot;
 
@@ -70,7 +72,8 @@ pub enum LogCmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Plot rangefinder distance and GPS altitude over time as SVG.
+    /// Plot rangefinder distance, GPS altitude and CAN bus load over time, dropouts marked;
+    /// SVG, or PNG when OUTPUT ends in .png.
     Plot {
         #[arg(long)]
         session: Option<PathBuf>,
@@ -402,6 +405,8 @@ pub fn main(args: LogArgs) -> Result<u8, ToolError> {
             let n = plot::plot(
                 &segments(&session, RANGE),
                 &segments(&session, FIX),
+                &load::can_load(&session, 1.0),
+                &load::dropouts(&session),
                 &output,
             )?;
             let _ = writeln!(out, "{}: {} points", output.display(), n);
