@@ -17,6 +17,7 @@
 //!   panic hook on a panic.
 
 pub mod app;
+pub mod history;
 pub mod view;
 
 use std::io::{self, IsTerminal as _};

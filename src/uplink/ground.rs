@@ -476,6 +476,8 @@ impl Station {
                 self.line(&l);
             }
             self.view.routes = self.router.summary();
+            self.view
+                .sample_history(self.t(), self.args.baud as f64 / 10.0);
         }
         let timeout = Duration::from_secs_f64(self.args.ack_timeout);
         if let Some(f) = &self.inflight
