@@ -308,15 +308,10 @@ pub fn build_with(
                 b.processor
             }
             Err((e, _)) if e.is_board_error() => return Err(TopologyError::Uplink(e)),
-            Err((e, inputs)) => {
-                log::warn!("uplink: {e}; counting its records instead");
-                Box::new(LoopProcessor::new(SinkLoop::new(
-                    "uplink",
-                    inputs,
-                    Counting::default(),
-                    SINK_BATCH,
-                )))
-            }
+            // Not the board's fault: record without it, shown as failed (issue #11).
+            Err((e, inputs)) => Box::new(LoopProcessor::new(
+                crate::sinks::standin::FailedSink::new("uplink", inputs, e.to_string(), SINK_BATCH),
+            )),
         },
         None => Box::new(LoopProcessor::new(SinkLoop::new(
             "uplink",

@@ -6,11 +6,17 @@
 //! time minus the session's wall-minus-boot offset, taken from the `session-start` event (its
 //! UTC and `mono=`). A clock step during the session shifts the frames after it by the step;
 //! `events.log` says when that happened (`clock system-clock-changed`).
+//!
+//! Bounded whatever the files hold: files are opened without following links
+//! ([`super::files::Dir`]), event lines are read at most 64 KiB each, at most [`MAX_KEYS`]
+//! nodes or ids are told apart (the rest count as "other"), and the series have at most
+//! [`super::plot::COLUMNS`] bins: a log whose times span years gets wider bins, not more.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 
+use super::files::Dir;
 use crate::formats::candump::DumpReader;
 use crate::formats::dronecan;
 use crate::formats::utc::parse_utc;
@@ -18,6 +24,8 @@ use crate::logger::{CAN, segments};
 
 /// Series drawn at most (the busiest; the rest is summed into "other").
 pub const MAX_SERIES: usize = 8;
+/// Nodes or ids told apart at most while reading.
+pub const MAX_KEYS: usize = 1024;
 
 /// Frames per second over time, one series per node or id.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -47,10 +55,11 @@ fn wall_minus_boot(events: &[String]) -> Option<i64> {
     })
 }
 
-fn event_lines(session: &Path) -> Vec<String> {
-    let Ok(f) = std::fs::File::open(session.join("events.log")) else {
+fn event_lines(session: &Dir) -> Vec<String> {
+    let Ok(f) = session.read(OsStr::new("events.log")) else {
         return Vec::new();
     };
+    let f = f.file;
     let mut out = Vec::new();
     let mut r = BufReader::new(f);
     let mut line = Vec::new();
@@ -73,7 +82,7 @@ fn event_lines(session: &Path) -> Vec<String> {
 }
 
 /// The dropouts recorded in `events.log`.
-pub fn dropouts(session: &Path) -> Vec<Dropout> {
+pub fn dropouts(session: &Dir) -> Vec<Dropout> {
     event_lines(session)
         .iter()
         .filter_map(|l| super::mcap::parse_event(l))
@@ -96,23 +105,20 @@ pub fn dropouts(session: &Path) -> Vec<Dropout> {
         .collect()
 }
 
-/// The CAN frames per second of `session`, in bins of `bin_s` seconds (boot clock).
-pub fn can_load(session: &Path, bin_s: f64) -> CanLoad {
-    let files: Vec<PathBuf> = segments(session, CAN);
+/// The CAN frames per second of `session`, in bins of one second (boot clock), or wider when
+/// the times span more than [`super::plot::COLUMNS`] seconds.
+pub fn can_load(session: &Dir) -> CanLoad {
+    let files = segments(session.path(), CAN);
     let offset = wall_minus_boot(&event_lines(session));
     let mut load = CanLoad::default();
     // key -> bin -> frames
     let mut bins: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-    let bin_s = if bin_s.is_finite() && bin_s > 0.0 {
-        bin_s
-    } else {
-        1.0
-    };
     for f in &files {
-        let Ok(mut rd) = DumpReader::open(f) else {
+        let Some(Ok(of)) = f.file_name().map(|n| session.read(n)) else {
             continue;
         };
+        let mut rd = DumpReader::new(of.file, &of.path);
         loop {
             match rd.next_frame() {
                 Ok(None) => break,
@@ -126,11 +132,14 @@ pub fn can_load(session: &Path, bin_s: f64) -> CanLoad {
                         load.skipped += 1;
                         continue;
                     }
-                    let key = match dronecan::decode(&fr.record) {
+                    let mut key = match dronecan::decode(&fr.record) {
                         Some(d) => format!("node {}", d.source),
                         None => format!("id {:X}", fr.record.raw_id()),
                     };
-                    let b = (t / bin_s).floor() as i64;
+                    if bins.len() >= MAX_KEYS && !bins.contains_key(&key) {
+                        key = "other".into();
+                    }
+                    let b = t.floor().clamp(-1e15, 1e15) as i64;
                     *bins.entry(key.clone()).or_default().entry(b).or_default() += 1;
                     *totals.entry(key).or_default() += 1;
                     load.frames += 1;
@@ -149,11 +158,25 @@ pub fn can_load(session: &Path, bin_s: f64) -> CanLoad {
     if lo > hi {
         return load;
     }
+    // Wider bins when the span is longer than the chart is wide.
+    let cols = super::plot::COLUMNS as i64;
+    let width = ((hi - lo) / cols + 1).max(1);
+    let bin_s = width as f64;
+    let rebin = |m: &BTreeMap<i64, u64>| -> BTreeMap<i64, u64> {
+        let mut out = BTreeMap::new();
+        for (b, n) in m {
+            *out.entry(lo + (b - lo) / width).or_insert(0) += n;
+        }
+        out
+    };
+    let bins: BTreeMap<String, BTreeMap<i64, u64>> =
+        bins.iter().map(|(k, m)| (k.clone(), rebin(m))).collect();
+    let hi = lo + (hi - lo) / width;
     let series_of = |m: &BTreeMap<i64, u64>| -> Vec<(f64, f64)> {
         (lo..=hi)
             .map(|b| {
                 (
-                    b as f64 * bin_s,
+                    (lo + (b - lo) * width) as f64,
                     m.get(&b).copied().unwrap_or(0) as f64 / bin_s,
                 )
             })
@@ -162,7 +185,7 @@ pub fn can_load(session: &Path, bin_s: f64) -> CanLoad {
     let mut other: BTreeMap<i64, u64> = BTreeMap::new();
     for (i, (k, _)) in keys.iter().enumerate() {
         let m = &bins[k];
-        if i < MAX_SERIES {
+        if i < MAX_SERIES && k != "other" {
             load.series.push((k.clone(), series_of(m)));
         } else {
             for (b, n) in m {
@@ -177,7 +200,7 @@ pub fn can_load(session: &Path, bin_s: f64) -> CanLoad {
 }
 
 /// The boot-clock time of a wall time in `session`, if its start is known (for tests).
-pub fn boot_of_wall(session: &Path, utc: &str) -> Option<f64> {
+pub fn boot_of_wall(session: &Dir, utc: &str) -> Option<f64> {
     let o = wall_minus_boot(&event_lines(session))?;
     Some((parse_utc(utc)? - o) as f64 / 1e9)
 }
@@ -208,13 +231,14 @@ mod tests {
         // A standard frame, not DroneCAN.
         can.push_str("(1785844801.700000) can0 123#11\n");
         std::fs::write(d.path().join("can.000.log"), can).unwrap();
-        let l = can_load(d.path(), 1.0);
+        let dir = Dir::open_arg(d.path(), super::super::files::ArgDir::Follow).unwrap();
+        let l = can_load(&dir);
         assert_eq!(l.frames, 5);
         assert_eq!(l.series[0].0, "node 76", "{l:?}");
         assert_eq!(l.series[0].1, vec![(100.0, 3.0), (101.0, 1.0)]);
         assert_eq!(l.series[1].0, "id 123");
         assert_eq!(l.series[1].1, vec![(100.0, 0.0), (101.0, 1.0)]);
-        let dr = dropouts(d.path());
+        let dr = dropouts(&dir);
         assert_eq!(
             dr,
             vec![Dropout {
@@ -224,6 +248,23 @@ mod tests {
                 count: 42
             }]
         );
-        assert_eq!(boot_of_wall(d.path(), "2026-08-04T12:00:01Z"), Some(101.0));
+        assert_eq!(boot_of_wall(&dir, "2026-08-04T12:00:01Z"), Some(101.0));
+    }
+
+    /// Issue #13: times spanning years (a corrupt or clock-stepped log) give wider bins, never
+    /// more than the chart's columns.
+    #[test]
+    fn long_spans_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("can.000.log"),
+            "(0000000001.000000) can0 123#11\n(1785844800.000000) can0 123#11\n",
+        )
+        .unwrap();
+        let dir = Dir::open_arg(d.path(), super::super::files::ArgDir::Follow).unwrap();
+        let l = can_load(&dir);
+        assert_eq!(l.frames, 2);
+        let n = l.series[0].1.len();
+        assert!(n <= super::super::plot::COLUMNS + 1, "{n}");
     }
 }

@@ -34,12 +34,16 @@
 //! one epoch late). The row is found by its content, so a dropped record does not shift the
 //! rest; sentences with no such row after them take the last known time (counted).
 //!
+//! **Hostile files.** Files are opened inside the session directory without following links
+//! ([`super::files::Dir`]); lines are read bounded (64 KiB), the manifest at most 1 MiB.
+//!
 //! **Crashed sessions.** The manifest may be missing (the times are then read from
 //! `events.log`), and a file may end in a torn line: everything readable is exported, and what
 //! is not is reported per file with a count and the reason (torn tail, malformed line, bad
 //! checksum ...). The report is also stored in the file as metadata `harmony.export`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +53,7 @@ use ::mcap::{WriteOptions, Writer};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::files::{Dir, FileError};
 use crate::clock::wall_clock_plausible;
 use crate::formats::candump::{DumpError, DumpReader};
 use crate::formats::csv::{FIX_HEADER, RANGE_HEADER, parse_fix, parse_range};
@@ -77,6 +82,8 @@ pub enum ExportError {
     },
     #[error("{0}: no session files (no events.log, no data files)")]
     Empty(PathBuf),
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// Records of one file that were not exported, and why.
@@ -292,24 +299,39 @@ fn whole_len(f: &mut File) -> io::Result<u64> {
     Ok(0)
 }
 
-/// Opens a session file, reports a torn tail, and returns a reader over its whole lines.
-fn open_whole(path: &Path, report: &mut Report) -> Result<io::Take<File>, ExportError> {
+/// Opens a session file (no link followed), reports a torn tail, and returns its path and a
+/// reader over its whole lines.
+fn open_whole(
+    dir: &Dir,
+    name: &OsStr,
+    report: &mut Report,
+) -> Result<(PathBuf, io::Take<File>), ExportError> {
+    let of = dir.read(name)?;
+    let path = of.path.clone();
+    let mut f = of.file;
     let io = |source| ExportError::Io {
-        path: path.to_owned(),
+        path: path.clone(),
         source,
     };
-    let mut f = File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let whole = whole_len(&mut f).map_err(io)?;
     if whole < len {
         report.skip(
-            path,
+            &path,
             1,
             0,
             format!("torn tail: {} bytes without a newline", len - whole),
         );
     }
-    Ok(f.take(whole))
+    Ok((path, f.take(whole)))
+}
+
+/// The names of a data file's segments in `dir`, in order.
+fn names(dir: &Dir, file: crate::logger::writer::FileId) -> Vec<std::ffi::OsString> {
+    segments(dir.path(), file)
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_owned()))
+        .collect()
 }
 
 /// Whole lines of a reader, each at most [`MAX_LINE`] bytes; calls `f(line_no, line)`.
@@ -408,10 +430,10 @@ fn to_msg(recorded_ns: i64, v: &Value) -> Msg {
 }
 
 /// The fix rows of a session, in order.
-fn read_fixes(dir: &Path, report: &mut Report) -> Result<Vec<Fix>, ExportError> {
+fn read_fixes(dir: &Dir, report: &mut Report) -> Result<Vec<Fix>, ExportError> {
     let mut out = Vec::new();
-    for p in segments(dir, FIX) {
-        let r = open_whole(&p, report)?;
+    for n in names(dir, FIX) {
+        let (p, r) = open_whole(dir, &n, report)?;
         for_lines(&p, r, report, |no, line, report| {
             let text = std::str::from_utf8(line).unwrap_or("\u{fffd}");
             if no == 1 {
@@ -444,7 +466,7 @@ fn same_fix(a: &Fix, b: &Fix) -> bool {
 
 /// Sentences of the NMEA segments, each stamped with its epoch's fix time (module docs).
 fn nmea_messages(
-    dir: &Path,
+    dir: &Dir,
     fixes: &[Fix],
     tb: &TimeBase,
     report: &mut Report,
@@ -477,8 +499,8 @@ fn nmea_messages(
             ));
         }
     };
-    for p in segments(dir, NMEA) {
-        let mut r = open_whole(&p, report)?;
+    for n in names(dir, NMEA) {
+        let (p, mut r) = open_whole(dir, &n, report)?;
         let mut intake = Intake::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -555,10 +577,10 @@ fn nmea_messages(
     Ok(out)
 }
 
-fn can_messages(dir: &Path, tb: &TimeBase, report: &mut Report) -> Result<Vec<Msg>, ExportError> {
+fn can_messages(dir: &Dir, tb: &TimeBase, report: &mut Report) -> Result<Vec<Msg>, ExportError> {
     let mut out = Vec::new();
-    for p in segments(dir, CAN) {
-        let r = open_whole(&p, report)?;
+    for n in names(dir, CAN) {
+        let (p, r) = open_whole(dir, &n, report)?;
         let mut rd = DumpReader::new(r, &p);
         loop {
             match rd.next_frame() {
@@ -609,10 +631,10 @@ fn can_messages(dir: &Path, tb: &TimeBase, report: &mut Report) -> Result<Vec<Ms
     Ok(out)
 }
 
-fn range_messages(dir: &Path, tb: &TimeBase, report: &mut Report) -> Result<Vec<Msg>, ExportError> {
+fn range_messages(dir: &Dir, tb: &TimeBase, report: &mut Report) -> Result<Vec<Msg>, ExportError> {
     let mut out = Vec::new();
-    for p in segments(dir, RANGE) {
-        let r = open_whole(&p, report)?;
+    for n in names(dir, RANGE) {
+        let (p, r) = open_whole(dir, &n, report)?;
         for_lines(&p, r, report, |no, line, report| {
             let text = std::str::from_utf8(line).unwrap_or("\u{fffd}");
             if no == 1 {
@@ -640,13 +662,13 @@ fn range_messages(dir: &Path, tb: &TimeBase, report: &mut Report) -> Result<Vec<
     Ok(out)
 }
 
-fn read_events(dir: &Path, report: &mut Report) -> Result<Vec<(u64, EventLine)>, ExportError> {
-    let p = dir.join("events.log");
-    if !p.exists() {
-        return Ok(Vec::new());
-    }
+fn read_events(dir: &Dir, report: &mut Report) -> Result<Vec<(u64, EventLine)>, ExportError> {
+    let (p, r) = match open_whole(dir, OsStr::new("events.log"), report) {
+        Ok(x) => x,
+        Err(ExportError::File(e)) if e.is_missing() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let mut out = Vec::new();
-    let r = open_whole(&p, report)?;
     for_lines(
         &p,
         r,
@@ -751,10 +773,12 @@ const T_RANGE: usize = 4;
 const T_EVENTS: usize = 5;
 
 /// Exports session `dir` to the MCAP file `out` (written aside and renamed when complete).
-pub fn export(dir: &Path, out: &Path) -> Result<Report, ExportError> {
+pub fn export(dir: &Dir, out: &Path) -> Result<Report, ExportError> {
     let mut report = Report::default();
-    let manifest: Option<Manifest> = std::fs::read(dir.join("manifest.json"))
+    let manifest: Option<Manifest> = dir
+        .read_bounded(OsStr::new("manifest.json"), super::check::MANIFEST_MAX)
         .ok()
+        .and_then(Result::ok)
         .and_then(|b| serde_json::from_slice(&b).ok());
     if manifest.is_none() {
         report
@@ -766,9 +790,9 @@ pub fn export(dir: &Path, out: &Path) -> Result<Report, ExportError> {
     let tb = time_base(manifest.as_ref(), &ev, &mut report);
     let has_data = [CAN, NMEA, FIX, RANGE]
         .iter()
-        .any(|&f| !segments(dir, f).is_empty());
+        .any(|&f| !segments(dir.path(), f).is_empty());
     if events.is_empty() && !has_data {
-        return Err(ExportError::Empty(dir.to_owned()));
+        return Err(ExportError::Empty(dir.path().to_owned()));
     }
 
     // Every channel's messages, in file order (each file is in recording order).
@@ -858,7 +882,8 @@ pub fn export(dir: &Path, out: &Path) -> Result<Report, ExportError> {
     let mut meta = BTreeMap::new();
     meta.insert(
         "session".to_owned(),
-        dir.file_name()
+        dir.path()
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
@@ -946,6 +971,10 @@ pub fn describe(out: &Path, r: &Report) -> String {
 mod tests {
     use super::*;
 
+    fn open(p: &Path) -> Dir {
+        Dir::open_arg(p, super::super::files::ArgDir::Follow).unwrap()
+    }
+
     fn session(files: &[(&str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         for (name, text) in files {
@@ -1029,7 +1058,7 @@ mod tests {
             ),
         ]);
         let out = d.path().join("x.mcap");
-        let r = export(d.path(), &out).unwrap();
+        let r = export(&open(d.path()), &out).unwrap();
         assert_eq!(r.messages["/can"], 3, "{r:?}");
         assert_eq!(r.messages["/rangefinder"], 2);
         assert_eq!(r.messages["/events"], 2);
@@ -1094,9 +1123,10 @@ mod tests {
         let d = session(&[("gps.000.nmea", nmea), ("gps-fix.000.csv", &csv)]);
         let mut r = Report::default();
         let tb = TimeBase::default();
-        let fx = read_fixes(d.path(), &mut r).unwrap();
+        let dir = open(d.path());
+        let fx = read_fixes(&dir, &mut r).unwrap();
         assert_eq!(fx.len(), fixes.len());
-        let msgs = nmea_messages(d.path(), &fx, &tb, &mut r).unwrap();
+        let msgs = nmea_messages(&dir, &fx, &tb, &mut r).unwrap();
         assert_eq!(msgs.len(), 5);
         let t: Vec<i64> = msgs.iter().map(|m| m.recorded_ns).collect();
         assert_eq!(fx.len(), 2, "{fx:?}");

@@ -5,6 +5,11 @@
 //! timeout is retried at once (up to `retries` times), counted by kind and shown in the state
 //! note; it is never fatal. When the sensor stops answering for a while (unplugged), the
 //! source drops it and tries to open and initialise it again every 2 s.
+//!
+//! Readings are integers in cm, so nothing non-finite can reach the logger from here; a
+//! distance beyond the sensor's range ([`Rangefinder::max_range_cm`], e.g. 0xFFFF from a
+//! garbled register) is dropped at intake and counted as `implausible` (issue #17), never
+//! logged or sent as a measurement.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +44,7 @@ struct Metrics {
     reopens: Arc<AtomicU64>,
     /// The last valid distance, for `harmony top`'s history (issue #13).
     distance_cm: Arc<AtomicU64>,
+    implausible: Arc<AtomicU64>,
 }
 
 /// The rangefinder source loop (run it with `LoopConfig::every(1 / rate)`).
@@ -131,6 +137,7 @@ impl Loop for RangeSource {
             failed_ticks: ctx.metric("failed_ticks"),
             reopens: ctx.metric("reopens"),
             distance_cm: ctx.metric("distance_cm"),
+            implausible: ctx.metric("implausible"),
         });
         Ok(())
     }
@@ -155,7 +162,19 @@ impl Loop for RangeSource {
             let dev = self.dev.as_mut().expect("connected above");
             match dev.measure() {
                 Ok(reading) => {
-                    if let Some(r) = reading {
+                    if let Some(r) = reading.filter(|r| r.distance_cm > dev.max_range_cm()) {
+                        if let Some(m) = &self.metrics
+                            && m.implausible.fetch_add(1, Ordering::Relaxed) == 0
+                        {
+                            log::warn!(
+                                "{}: {} cm is beyond the {}'s range: dropped (counted as \
+                                 `implausible` from now on)",
+                                ctx.path(),
+                                r.distance_cm,
+                                dev.model()
+                            );
+                        }
+                    } else if let Some(r) = reading {
                         let rec = RangeRecord {
                             stamp: Stamp::now(),
                             distance_cm: r.distance_cm,
