@@ -603,7 +603,21 @@ mod tests {
         ];
         let mut r = Router::open(&specs).unwrap();
         let tcp_addr = r.endpoints[0].local.unwrap();
-        let _slow = TcpStream::connect(tcp_addr).unwrap(); // never reads
+        // Never reads, with a small receive buffer, so the 12 MB below cannot all fit in the
+        // sockets' buffers whatever the kernel's autotuning allows.
+        let slow = TcpStream::connect(tcp_addr).unwrap();
+        let size: nix::libc::c_int = 4096;
+        // SAFETY: setsockopt on an open socket with a pointer to a live c_int and its size.
+        let rc = unsafe {
+            nix::libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&slow),
+                nix::libc::SOL_SOCKET,
+                nix::libc::SO_RCVBUF,
+                (&size as *const nix::libc::c_int).cast(),
+                std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
         let quitter = TcpStream::connect(tcp_addr).unwrap();
         let mut up = |_: &MAVLinkMessageRaw| true;
         let t0 = Instant::now();
@@ -614,12 +628,14 @@ mod tests {
         assert_eq!(r.endpoints[0].counters.clients, 2);
         drop(quitter);
         let mut framer = Framer::new(1, 191, None);
+        let text = "x".repeat(50);
         let frame = framer
-            .frame(&heartbeat(
-                MavType::MAV_TYPE_ONBOARD_CONTROLLER,
-                MavState::MAV_STATE_ACTIVE,
+            .frame(&crate::uplink::frame::statustext(
+                mavlink::dialects::common::MavSeverity::MAV_SEVERITY_INFO,
+                &text,
             ))
             .to_vec();
+        assert!(frame.len() >= 60, "{}", frame.len());
         let raw = raw_of(&frame);
         let n = 200_000u64;
         let t0 = Instant::now();
