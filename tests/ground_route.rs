@@ -56,12 +56,13 @@ fn require(module: &str) -> Option<PathBuf> {
 
 /// A MAVLink peer: connects with a pymavlink connection string, prints `{"port": N}` first for
 /// `udpin:` (bound to port 0), sends its COMMAND_LONG once it hears the vehicle's heartbeat
-/// (again every 2 s until ACKed), and prints what it received as JSON when done.
+/// (again every 2 s until ACKed), and prints what it received as JSON when its time is up, or
+/// once it has its ACK and every message type of `stop_after` (if that is not empty).
 const PEER: &str = r#"
 import os, sys, time, json
 os.environ["MAVLINK20"] = "1"
 from pymavlink import mavutil
-conn, cmd, dur, stop_after_ack = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+conn, cmd, dur, stop_after = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
 m = mavutil.mavlink_connection(conn, dialect="common", source_system=254, source_component=190)
 if conn.startswith("udpin"):
     print(json.dumps({"port": m.port.getsockname()[1]}), flush=True)
@@ -90,7 +91,7 @@ while time.time() < end:
             sent_at = time.time()
     if t == "COMMAND_ACK":
         acks.append([msg.command, msg.result])
-    if stop_after_ack and acks and counts.get("SYS_STATUS", 0) > 0:
+    if stop_after and acks and all(counts.get(t, 0) > 0 for t in stop_after):
         break
 print(json.dumps({"counts": counts, "acks": acks, "signed": signed, "unsigned": unsigned,
                   "hb_first": hb_times[0] if hb_times else None,
@@ -166,12 +167,12 @@ impl Drop for Lines {
     }
 }
 
-fn peer(py: &Path, conn: &str, cmd: &[f64], secs_: f64, stop_after_ack: bool) -> Lines {
+fn peer(py: &Path, conn: &str, cmd: &[f64], secs_: f64, stop_after: &[&str]) -> Lines {
     let mut c = Command::new(py);
     c.args(["-c", PEER, conn])
         .arg(serde_json::to_string(cmd).unwrap())
         .arg(format!("{secs_}"))
-        .arg(if stop_after_ack { "1" } else { "0" });
+        .arg(serde_json::to_string(stop_after).unwrap());
     Lines::spawn(c)
 }
 
@@ -279,7 +280,7 @@ fn pymavlink_peers_over_udp_and_tcp_command_the_firmware() {
         .unwrap();
     let sf = slow_factor() as f64;
     // MAV_CMD_USER_1 (pause), param1 = 1: GPS.
-    let udp_peer = peer(&py, "udpin:127.0.0.1:0", &[31010.0, 1.0], 14.0 * sf, false);
+    let udp_peer = peer(&py, "udpin:127.0.0.1:0", &[31010.0, 1.0], 14.0 * sf, &[]);
     let port = udp_port(&udp_peer);
     let udp_out = format!("udpout:127.0.0.1:{port}");
     let dead_out = format!("udpout:{dead}");
@@ -298,7 +299,13 @@ fn pymavlink_peers_over_udp_and_tcp_command_the_firmware() {
     );
     let tcp = local_of(&g, "tcpin:127.0.0.1:0");
     // param1 = 3: CAN. This client leaves once it has its ACK.
-    let tcp_peer = peer(&py, &format!("tcp:{tcp}"), &[31010.0, 3.0], 10.0 * sf, true);
+    let tcp_peer = peer(
+        &py,
+        &format!("tcp:{tcp}"),
+        &[31010.0, 3.0],
+        10.0 * sf,
+        &TELEMETRY,
+    );
     let tcp_lines = tcp_peer.finish(secs(30));
     let tcp_left = epoch_now();
     let udp_lines = udp_peer.finish(secs(40));
@@ -378,7 +385,13 @@ fn with_a_key_the_peers_frames_go_up_signed() {
     let run = dir.path().join("harmony-data/run");
     let sf = slow_factor() as f64;
     // Pause the rangefinder.
-    let p = peer(&py, "udpin:127.0.0.1:0", &[31010.0, 2.0], 10.0 * sf, true);
+    let p = peer(
+        &py,
+        "udpin:127.0.0.1:0",
+        &[31010.0, 2.0],
+        10.0 * sf,
+        &["SYS_STATUS", "GPS_RAW_INT"],
+    );
     let out = format!("udpout:127.0.0.1:{}", udp_port(&p));
     let g = ground(dir.path(), &["--key", key.to_str().unwrap(), "--out", &out]);
     let v = result_of(&p.finish(secs(30)));
@@ -419,7 +432,7 @@ fn with_a_key_unsigned_frames_from_the_air_are_not_forwarded() {
         "udpin:127.0.0.1:0",
         &[],
         4.0 * slow_factor() as f64,
-        false,
+        &[],
     );
     let out = format!("udpout:127.0.0.1:{}", udp_port(&p));
     let g = ground(dir.path(), &["--key", key.to_str().unwrap(), "--out", &out]);
