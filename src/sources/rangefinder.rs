@@ -42,6 +42,8 @@ struct Metrics {
     retries: Arc<AtomicU64>,
     failed_ticks: Arc<AtomicU64>,
     reopens: Arc<AtomicU64>,
+    /// The last valid distance, for `harmony top`'s history (issue #13).
+    distance_cm: Arc<AtomicU64>,
     implausible: Arc<AtomicU64>,
 }
 
@@ -134,6 +136,7 @@ impl Loop for RangeSource {
             retries: ctx.metric("retries"),
             failed_ticks: ctx.metric("failed_ticks"),
             reopens: ctx.metric("reopens"),
+            distance_cm: ctx.metric("distance_cm"),
             implausible: ctx.metric("implausible"),
         });
         Ok(())
@@ -182,6 +185,9 @@ impl Loop for RangeSource {
                         self.to_uplink.push(rec);
                         if let Some(m) = &self.metrics {
                             m.readings.fetch_add(1, Ordering::Relaxed);
+                            if r.status == crate::records::RangeStatus::Ok {
+                                m.distance_cm.store(r.distance_cm.into(), Ordering::Relaxed);
+                            }
                         }
                     }
                     if self.failing > 0 {
