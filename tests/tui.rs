@@ -209,7 +209,7 @@ fn top_command(dir: &Path, run: &Path) -> String {
 #[test]
 fn top_pauses_gps_survives_a_restart_and_quits_cleanly() {
     if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
+        skip("tmux (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -318,7 +318,7 @@ fn top_pauses_gps_survives_a_restart_and_quits_cleanly() {
 #[test]
 fn top_stop_needs_confirmation() {
     if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
+        skip("tmux (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -383,7 +383,7 @@ fn children_of(parent: u32) -> Vec<u32> {
 #[test]
 fn top_without_firmware_waits_and_exits_on_sigterm() {
     if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
+        skip("tmux (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
