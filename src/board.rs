@@ -331,12 +331,23 @@ impl Board {
         Ok(b)
     }
 
-    /// Reads and validates a board file.
+    /// Reads and validates a board file (at most [`MAX_BOARD_BYTES`]: it is input from the card).
     pub fn load(path: &Path) -> Result<Self, BoardError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BoardError::Read {
+        use std::io::Read;
+        let read = |source| BoardError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_BOARD_BYTES + 1).read_to_string(&mut text))
+            .map_err(read)?;
+        if text.len() as u64 > MAX_BOARD_BYTES {
+            return Err(BoardError::Parse {
+                path: path.display().to_string(),
+                message: format!("larger than {MAX_BOARD_BYTES} bytes; not a board file"),
+            });
+        }
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -690,6 +701,9 @@ impl Board {
     }
 }
 
+/// The largest board file read (the real ones are a few KiB).
+pub const MAX_BOARD_BYTES: u64 = 1 << 20;
+
 /// The longest GPS capture the simulator reads into memory.
 pub const GPS_CAPTURE_MAX_BYTES: u64 = 256 << 20;
 
@@ -733,6 +747,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("log_levle"), "{e}");
+    }
+
+    /// Issue #11: a board file is input from the card: read bounded, and parsing it never
+    /// looks at the disk (the built-in board parses whatever lies in the working directory).
+    #[test]
+    fn board_files_are_read_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("huge.toml");
+        let mut text = "[board]\nname='x'\ndata_dir='d'\nrun_dir='r'\n".to_owned();
+        text.push_str(&"# padding\n".repeat(200_000));
+        std::fs::write(&p, &text).unwrap();
+        let e = Board::load(&p).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

@@ -351,7 +351,7 @@ fn one_firmware_at_a_time_and_a_killed_one_does_not_block_the_next() {
     let err = stderr_of(&second_dir);
     assert_eq!(st.code(), Some(2), "{err}");
     assert!(
-        err.contains("another harmony") && err.contains(&format!("pid {}", first.id())),
+        err.contains("another harmony is running") && err.contains(&format!("pid {}", first.id())),
         "{err}"
     );
     assert_eq!(sessions(&data), entries, "no session made: {err}");

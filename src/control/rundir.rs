@@ -42,8 +42,8 @@ pub enum RunDirError {
     #[error("cannot lock {path}: {source}")]
     Lock { path: PathBuf, source: io::Error },
     #[error(
-        "another harmony{} is running with run directory {run_dir} (it holds {lock}); stop it first (harmony ctl --run-dir {run_dir} stop)",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        "another harmony is running with run directory {run_dir} ({}holding {lock}); stop it first (harmony ctl --run-dir {run_dir} stop)",
+        pid.map(|p| format!("pid {p}, ")).unwrap_or_default()
     )]
     Busy {
         run_dir: PathBuf,
