@@ -232,10 +232,11 @@ fn run_with(
         socket_group: board.board.socket_group.clone(),
     };
     let finished = app::run(&cfg, held, Registry::new(), &mut root, Some(signals));
-    match (&finished, provisional) {
-        (Ok(_), Some(p)) => p.keep(),
-        (Err(_), Some(p)) => drop(p),
-        (_, None) => {}
+    // The tree ran: the session stays. Otherwise it goes now, before the log sink.
+    if let Some(p) = provisional
+        && finished.is_ok()
+    {
+        p.keep();
     }
     sink.shutdown();
     Ok(finished?.exit_code() as u8)

@@ -7,6 +7,10 @@
 //! directory is touched, so a refused start leaves nothing behind. These helpers only look
 //! (`stat`, `statvfs`, `access`, opening a capture for reading): they never create, write or
 //! remove anything. Each returns the message of a board error; the caller names the field.
+//! What looking cannot tell (a file system that refuses new files although its permissions
+//! allow them, such as `/sys` for root) is found out when the start makes the directory; that
+//! error names the field too (`board.run_dir`, `board.data_dir`), and a session made by then is
+//! removed again (`app::Provisional`).
 //!
 //! Devices that may come and go at run time (a USB radio or GPS, `/dev/i2c-N`, the CAN
 //! interface) are not required to exist: only the directory they live in, and that they are
