@@ -77,7 +77,9 @@ step "host tools"
 need_tools qemu-system-aarch64:qemu-system-arm python3:python3 mcopy:mtools mdir:mtools \
     sfdisk:fdisk debugfs:e2fsprogs e2fsck:e2fsprogs mkfs.ext4:e2fsprogs zstd:zstd xz:xz-utils \
     file:file cpio:cpio
-[ -z "$ssh_key" ] || need_tools ssh:openssh-client
+# With --ssh-key the guest gets a virtio NIC, whose option ROM is in ipxe-qemu (only a
+# Recommends of qemu-system-arm, so not installed with --no-install-recommends).
+[ -z "$ssh_key" ] || need_tools ssh:openssh-client /usr/share/qemu/efi-virtio.rom:ipxe-qemu
 need_binfmt
 rm -rf "$work"
 mkdir -p "$work"

@@ -3,18 +3,21 @@
 # shellcheck shell=bash
 
 # need_tools CMD:PACKAGE ...: installs the Debian packages of the commands that are missing
-# (not on PATH, /usr/sbin or /sbin), with apt-get as root or through `sudo -n`; does nothing
-# when every command is there. Fails with the apt-get line to run when it cannot install.
+# (not on PATH, /usr/sbin or /sbin; a CMD starting with / is a file that must exist, e.g. a
+# ROM qemu loads), with apt-get as root or through `sudo -n`; does nothing when everything is
+# there. Fails with the apt-get line to run when it cannot install.
 need_tools() {
-    local missing=() cp c p have
+    local missing=() cp c p m have
     for cp in "$@"; do
         c=${cp%%:*}
         p=${cp#*:}
-        if ! command -v "$c" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$c" ] && [ ! -x "/sbin/$c" ]; then
-            have=false
-            for m in "${missing[@]}"; do [ "$m" = "$p" ] && have=true; done
-            $have || missing+=("$p")
-        fi
+        case $c in
+            /*) [ -e "$c" ] && continue ;;
+            *) { command -v "$c" || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ]; } >/dev/null 2>&1 && continue ;;
+        esac
+        have=false
+        for m in "${missing[@]}"; do [ "$m" = "$p" ] && have=true; done
+        $have || missing+=("$p")
     done
     [ ${#missing[@]} -gt 0 ] || return 0
     local sudo=()
