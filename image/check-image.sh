@@ -20,11 +20,10 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 src=${1:?usage: image/check-image.sh IMAGE.img[.xz] [BOARD_TOML]}
 board_toml=${2:-$repo/boards/rpi4b.toml}
 [ -f "$src" ] || die "$src: no such file"
-for t in sfdisk:fdisk mdir:mtools fdtget:device-tree-compiler debugfs:e2fsprogs fsck.vfat:dosfstools \
-    file:file cpio:cpio zstd:zstd; do
-    command -v "${t%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${t%%:*}" ] || [ -x "/sbin/${t%%:*}" ] ||
-        die "needs ${t%%:*} (apt-get install ${t#*:})"
-done
+# Installed when missing (as root or with sudo -n; otherwise it says what to install).
+need_tools sfdisk:fdisk mdir:mtools mcopy:mtools mlabel:mtools fdtget:device-tree-compiler \
+    debugfs:e2fsprogs dumpe2fs:e2fsprogs e2fsck:e2fsprogs fsck.vfat:dosfstools file:file \
+    cpio:cpio zstd:zstd xz:xz-utils gzip:gzip || exit 1
 PATH=$PATH:/usr/sbin:/sbin
 
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/check-image.XXXXXX")
@@ -212,9 +211,41 @@ check "root: journal in RAM (Storage=volatile)" \
     has '^Storage=volatile' "$(rcat /etc/systemd/journald.conf.d/10-harmony.conf)"
 sshd=$(rcat /etc/ssh/sshd_config.d/10-harmony.conf)
 check "root: sshd keys only (PasswordAuthentication no)" grep -qx 'PasswordAuthentication no' <<<"$sshd"
+# Issue #11: per-card secrets are made at the first boot on the data partition, not shipped.
+check "root: sshd's host keys are the card's own, on the data partition" \
+    grep -qx "HostKey $data_dir/ssh-host-keys/ssh_host_ed25519_key" <<<"$sshd"
+no_host_keys_in_image() {
+    rexists /etc/ssh/sshd_config && ! rfs 'ls /etc/ssh' | grep -q 'ssh_host_[a-z0-9]*_key'
+}
+check "root: no SSH host key in the image (each card makes its own at first boot)" \
+    no_host_keys_in_image
+check "root: make-ssh-host-keys installed (mode 0755)" \
+    has 'Mode:  0755' "$(rfs 'stat /usr/local/lib/harmony-image/make-ssh-host-keys')"
+check "root: make-uplink-key installed (mode 0755)" \
+    has 'Mode:  0755' "$(rfs 'stat /usr/local/lib/harmony/make-uplink-key')"
+check "root: harmony-uplink-key.service runs before harmony.service (harmony.service.wants)" \
+    rexists /etc/systemd/system/harmony.service.wants/harmony-uplink-key.service
+signing_key=$(sed -n 's/^signing_key *= *"\(.*\)"/\1/p' "$tmp/board.toml" 2>/dev/null | head -n1)
+key_on_data() { [ -n "$data_dir" ] && [ "$signing_key" = "$data_dir/uplink.key" ]; }
+check "root: the board's uplink.signing_key is the card's key on the data partition ($signing_key)" key_on_data
+manifest=$(rcat /usr/share/harmony-image/manifest.txt)
 if rexists /home/pi/.ssh/authorized_keys; then
     check "root: ssh enabled with an authorized key for pi" \
         rexists /etc/systemd/system/multi-user.target.wants/ssh.service
+    check "root: harmony-ssh-host-keys.service runs before ssh.service (ssh.service.wants)" \
+        rexists /etc/systemd/system/ssh.service.wants/harmony-ssh-host-keys.service
+    sudo_policy=$(sed -n 's/^sudo: *\([a-z]*\).*/\1/p' <<<"$manifest")
+    sudoers_is() { rcat /etc/sudoers.d/010-harmony-pi | cmp -s - "$repo/image/sudo/$1"; }
+    if [ "$sudo_policy" = passwordless ]; then
+        check "root: sudo for pi: everything, no password (built with --passwordless-sudo)" \
+            sudoers_is 010-harmony-pi.passwordless
+    else
+        sudoers_limited() { [ "$sudo_policy" = limited ] && sudoers_is 010-harmony-pi; }
+        check "root: sudo for pi: only the commands listed in image/sudo/010-harmony-pi (the default)" \
+            sudoers_limited
+    fi
+    pi_not_sudo_group() { grep -q '^sudo:' <<<"$group" && ! grep -q '^sudo:.*[:,]pi\(,\|$\)' <<<"$group"; }
+    check "root: pi is not in group sudo (sudo's rules for pi are in /etc/sudoers.d only)" pi_not_sudo_group
 else
     ssh_off() { rexists /lib/systemd/system/ssh.service && not rexists /etc/systemd/system/multi-user.target.wants/ssh.service; }
     check "root: ssh installed but not enabled (no authorized key)" ssh_off
@@ -235,6 +266,14 @@ droot=$(debugfs -R 'stat /' "$data" 2>/dev/null)
 data_owner() { has "User: *$huid " "$droot" && has 'Mode:  0750' "$droot"; }
 check "data: owned by harmony (uid $huid), mode 0750" data_owner
 check "data: e2fsck clean" e2fsck -fn "$data"
+dkey=$(debugfs -R 'stat /uplink.key' "$data" 2>&1)
+if grep -q '^uplink key: *given' <<<"$manifest"; then
+    data_key_given() { has "User: *$huid " "$dkey" && has 'Mode:  0600' "$dkey" && has 'Size: 32$' "$dkey"; }
+    check "data: uplink.key given to build-image.sh: 32 bytes, mode 0600, owned by harmony" data_key_given
+else
+    data_no_key() { has '^Filesystem features:' "$dhdr" && not has '^Inode:' "$dkey"; }
+    check "data: no uplink.key in the image (each card makes its own at first boot)" data_no_key
+fi
 
 # ----- boot partition file system ----------------------------------------------------------------
 boot_fsck() { (extract_part "$img" 1 "$tmp/boot.vfat") 2>/dev/null && fsck.vfat -n "$tmp/boot.vfat"; }

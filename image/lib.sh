@@ -47,26 +47,9 @@ step_end() {
 }
 elapsed() { echo $(($(date +%s) - _t0)); }
 
-# need_tools CMD:PACKAGE ...: installs the Debian packages of the commands that are missing.
-need_tools() {
-    local missing=() c p
-    for cp in "$@"; do
-        c=${cp%%:*}
-        p=${cp#*:}
-        if ! command -v "$c" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$c" ] && [ ! -x "/sbin/$c" ]; then
-            missing+=("$p")
-        fi
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing host packages: ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            "${missing[@]}" >&2 || {
-            DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                "${missing[@]}" >&2
-        }
-    fi
-}
+# need_tools CMD:PACKAGE ...: installs what is missing (scripts/tools.sh).
+# shellcheck source=../scripts/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/tools.sh"
 
 # binfmt_misc must run aarch64 binaries (chroot into the arm64 tree, the harmony binary).
 need_binfmt() {

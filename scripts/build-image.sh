@@ -8,8 +8,16 @@
 #    `xzcat harmony-rpi4b-*.img.xz | sudo dd of=/dev/sdX bs=4M conv=fsync`.
 #
 # Options:
-#   --authorized-key FILE  an SSH public key: user "pi" (sudo, groups harmony & devices) may log
-#                          in with it, keys only. Without it SSH is off.
+#   --authorized-key FILE  an SSH public key: user "pi" (groups harmony & devices) may log in
+#                          with it, keys only. Without it SSH is off. Each card makes its own
+#                          SSH host keys at its first boot, on the data partition.
+#   --passwordless-sudo    pi may run anything as root without a password (a bench Pi). The
+#                          default: only the commands of image/sudo/010-harmony-pi (read the
+#                          uplink key, start/stop/restart harmony, reboot, power off).
+#   --signing-key FILE     put this uplink signing key (32 raw bytes) on the data partition of
+#                          the image, so every card flashed from it shares it and the image
+#                          file is then a secret. The default: each card makes its own at its
+#                          first boot (/var/lib/harmony/uplink.key).
 #   --binary FILE          use this static aarch64 harmony binary instead of building one
 #   --out DIR              where the image goes ($HARMONY_IMAGE_OUT)
 #   --cache DIR            cached base tarballs ($HARMONY_IMAGE_CACHE)
@@ -39,6 +47,8 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 board=rpi4b
 key=
+passwordless_sudo=false
+signing_key=
 binary=
 rebuild_base=false
 hostname=harmony
@@ -51,6 +61,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         -h | --help) usage; exit 0 ;;
         --authorized-key) key=$2; shift 2 ;;
+        --passwordless-sudo) passwordless_sudo=true; shift ;;
+        --signing-key) signing_key=$2; shift 2 ;;
         --binary) binary=$2; shift 2 ;;
         --out) HARMONY_IMAGE_OUT=$2; shift 2 ;;
         --cache) HARMONY_IMAGE_CACHE=$2; shift 2 ;;
@@ -74,6 +86,11 @@ done
 [ -z "$key" ] || [ -f "$key" ] || die "--authorized-key $key: no such file"
 [ -z "$key" ] || grep -qE '^(ssh-|ecdsa-|sk-)' "$key" || die "--authorized-key $key: not an SSH public key"
 [[ $data_mib =~ ^[0-9]+$ ]] && [ "$data_mib" -ge 64 ] || die "--data-mib: at least 64"
+if [ -n "$signing_key" ]; then
+    [ -f "$signing_key" ] || die "--signing-key $signing_key: no such file"
+    [ "$(stat -L -c %s "$signing_key")" -eq 32 ] || die "--signing-key $signing_key: not 32 bytes"
+fi
+! $passwordless_sudo || [ -n "$key" ] || die "--passwordless-sudo needs --authorized-key (pi exists only with SSH)"
 
 out=$HARMONY_IMAGE_OUT
 cache=$HARMONY_IMAGE_CACHE
@@ -93,8 +110,9 @@ trap 'rm -f "$TIMES_FILE"' EXIT
 step "host tools"
 need_tools mmdebstrap:mmdebstrap mkfs.vfat:dosfstools mcopy:mtools sfdisk:fdisk \
     mkfs.ext4:e2fsprogs debugfs:e2fsprogs fdtput:device-tree-compiler dtc:device-tree-compiler \
-    xz:xz-utils zstd:zstd file:file ssh-keygen:openssh-client flock:util-linux \
-    dpkg-query:dpkg arch-test:arch-test
+    e2fsck:e2fsprogs xz:xz-utils zstd:zstd file:file ssh-keygen:openssh-client flock:util-linux \
+    dpkg-query:dpkg arch-test:arch-test systemctl:systemd cpio:cpio mdir:mtools mlabel:mtools \
+    fdtget:device-tree-compiler fsck.vfat:dosfstools dumpe2fs:e2fsprogs
 need_binfmt
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +187,8 @@ kvers=$(ls "$stage/lib/modules")
 [ "$(echo "$kvers" | wc -w)" -eq 1 ] || die "expected one kernel in the base, found: $kvers"
 kver=$kvers
 cp -a --no-preserve=ownership "$repo/image/rootfs/." "$stage/"
-chmod 0755 "$stage/usr/local/lib/harmony-image/grow-data"
+chmod 0755 "$stage/usr/local/lib/harmony-image/grow-data" \
+    "$stage/usr/local/lib/harmony-image/make-ssh-host-keys"
 install -D -m 0644 "$repo/image/README.md" "$stage/usr/share/doc/harmony-image/README.md"
 
 # The firmware, exactly as scripts/deploy.sh installs it on a hand-made Pi: the Field-kit
@@ -179,7 +198,7 @@ mkdir -p "$bundle"
 install -m 0755 "$binary" "$bundle/harmony"
 install -m 0644 "$repo/boards/$board.toml" "$bundle/board.toml"
 for f in harmony.service harmony-sysusers.conf 60-harmony-devices.rules harmony-modules.conf \
-    80-can0.network install.sh README.md; do
+    80-can0.network harmony-uplink-key.service make-uplink-key install.sh README.md; do
     install -m 0644 "$repo/boards/$board/$f" "$bundle/$f"
 done
 chroot "$stage" /usr/bin/env DESTDIR=/ /bin/sh /tmp/harmony-deploy.image/install.sh >&2
@@ -204,30 +223,45 @@ ln -sfn /etc/machine-id "$stage/var/lib/dbus/machine-id"
 # Units: the firmware, networkd (can0 at the board's bitrate, Ethernet), the data partition's
 # growth. Timers that write to the read-only system are masked.
 systemctl --root="$stage" enable harmony.service systemd-networkd.service \
-    harmony-grow-data.service >&2
+    harmony-grow-data.service harmony-uplink-key.service >&2
 systemctl --root="$stage" mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
     e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-networkd-wait-online.service \
     systemd-rfkill.service systemd-rfkill.socket systemd-backlight@.service >&2
 
-# SSH: key-only login for "pi" when a key was given, else no SSH at all.
-ssh-keygen -q -A -f "$stage" >&2
-host_fps=$(for k in "$stage"/etc/ssh/ssh_host_*_key.pub; do ssh-keygen -l -f "$k"; done)
+# SSH: key-only login for "pi" when a key was given, else no SSH at all. No host keys in the
+# image: openssh-server's installation made some in the base, shared by every card flashed
+# from it; each card makes its own at its first boot on the data partition
+# (harmony-ssh-host-keys.service, before ssh.service).
+rm -f "$stage"/etc/ssh/ssh_host_*
 if [ -n "$key" ]; then
     chroot "$stage" useradd --create-home --shell /bin/bash \
         --comment "Concurrent Harmony operator" \
-        --groups harmony,dialout,i2c,gpio,systemd-journal,sudo pi
+        --groups harmony,dialout,i2c,gpio,systemd-journal pi
     chroot "$stage" usermod -p '*' pi # no password at all (not "locked"): keys only
     install -d -m 0700 "$stage/home/pi/.ssh"
     install -m 0600 "$key" "$stage/home/pi/.ssh/authorized_keys"
     chroot "$stage" chown -R pi:pi /home/pi/.ssh
-    printf '# Written by scripts/build-image.sh\npi ALL=(ALL:ALL) NOPASSWD: ALL\n' \
-        >"$stage/etc/sudoers.d/010-harmony-pi"
-    chmod 0440 "$stage/etc/sudoers.d/010-harmony-pi"
-    systemctl --root="$stage" enable ssh.service >&2
+    # sudo: pi has no password, so sudo can only be what the rules allow without one.
+    if $passwordless_sudo; then
+        install -m 0440 "$repo/image/sudo/010-harmony-pi.passwordless" "$stage/etc/sudoers.d/010-harmony-pi"
+        sudo_note="sudo: passwordless (--passwordless-sudo): pi may run anything as root"
+    else
+        install -m 0440 "$repo/image/sudo/010-harmony-pi" "$stage/etc/sudoers.d/010-harmony-pi"
+        sudo_note="sudo: limited: pi may run only the commands of /etc/sudoers.d/010-harmony-pi"
+    fi
+    chroot "$stage" visudo -c -q -f /etc/sudoers.d/010-harmony-pi >&2 ||
+        die "sudoers rules for pi do not parse"
+    systemctl --root="$stage" enable ssh.service harmony-ssh-host-keys.service >&2
     ssh_note="ssh: on, user pi, keys only; authorized key $(ssh-keygen -l -f "$key")"
 else
     systemctl --root="$stage" disable ssh.service >&2
     ssh_note="ssh: off (no --authorized-key given)"
+    sudo_note="sudo: none (no user pi without --authorized-key)"
+fi
+if [ -n "$signing_key" ]; then
+    key_note="uplink key: given to build-image.sh (--signing-key), the same on every card from this image; sha256 $(sha256sum "$signing_key" | cut -c1-16)"
+else
+    key_note="uplink key: none in the image; each card makes its own at its first boot ($data_dir/uplink.key)"
 fi
 printf 'Defaults lecture=never\n' >"$stage/etc/sudoers.d/000-harmony-defaults"
 chmod 0440 "$stage/etc/sudoers.d/000-harmony-defaults"
@@ -268,7 +302,9 @@ manifest=$info/manifest.txt
     sed 's/^/archive:    /' "$info/archive-dates.txt" 2>/dev/null || true
     echo "hostname:   $hostname"
     echo "$ssh_note"
-    echo "$host_fps" | sed 's/^/ssh host key: /'
+    echo "ssh host keys: none in the image; each card makes its own at its first boot ($data_dir/ssh-host-keys)"
+    echo "$sudo_note"
+    echo "$key_note"
     echo
     echo "# Device tree"
     cat "$bootfs/harmony-dt-changes.txt"
@@ -311,6 +347,17 @@ mkfs.ext4 -q -F -L "$LABEL_DATA" -b 4096 -m 1 \
     -E "lazy_itable_init=0,lazy_journal_init=0,root_owner=$uidgid" \
     "$work/data.ext4" "${data_mib}M" >&2
 debugfs -w -R "set_inode_field / mode 040750" "$work/data.ext4" >/dev/null 2>&1
+if [ -n "$signing_key" ]; then
+    # The same key on every card from this image (--signing-key): harmony's, 0600.
+    debugfs -w -f - "$work/data.ext4" >/dev/null 2>&1 <<EOF
+write $signing_key uplink.key
+set_inode_field uplink.key uid ${uidgid%%:*}
+set_inode_field uplink.key gid ${uidgid##*:}
+set_inode_field uplink.key mode 0100600
+EOF
+    [ "$(debugfs -R 'cat /uplink.key' "$work/data.ext4" 2>/dev/null | wc -c)" -eq 32 ] ||
+        die "could not write the signing key onto the data partition"
+fi
 e2fsck -fn "$work/data.ext4" >&2
 
 # ---------------------------------------------------------------------------------------------

@@ -84,6 +84,11 @@ host=$1
 shift
 ssh_opts=("$@")
 case $builder in '' | cross | cargo) ;; *) say "--builder must be cross or cargo"; exit 2 ;; esac
+# ssh and scp reach the Pi (installed if missing, issue #11; `file` is optional).
+# shellcheck source=tools.sh
+. "$repo/scripts/tools.sh"
+PROG=deploy
+need_tools ssh:openssh-client scp:openssh-client || exit 2
 [ -f "$board" ] || { say "board file $board not found"; exit 2; }
 # The Pi-side files that go with the binary and the board file.
 bundle_files=(
@@ -93,6 +98,8 @@ bundle_files=(
     boards/rpi4b/60-harmony-devices.rules
     boards/rpi4b/harmony-modules.conf
     boards/rpi4b/80-can0.network
+    boards/rpi4b/harmony-uplink-key.service
+    boards/rpi4b/make-uplink-key
     boards/rpi4b/README.md
 )
 for f in "${bundle_files[@]}"; do

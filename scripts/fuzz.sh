@@ -13,6 +13,11 @@ cd "$(dirname "$0")/.."
 target=nmea_intake
 case ${1:-} in [a-z]*) target=$1; shift ;; esac
 secs=${1:-60}
+# libFuzzer is C++, built by libfuzzer-sys with the host's compiler (issue #11: installed here).
+# shellcheck source=tools.sh
+. scripts/tools.sh
+PROG=fuzz
+need_tools c++:g++
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 corpus=fuzz/corpus/$target
 mkdir -p "$corpus"

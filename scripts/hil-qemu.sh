@@ -12,8 +12,8 @@
 #   --timeout S       per boot (default 900)
 #   --ssh-key FILE    the private key of the image's --authorized-key: boot 1 then has a
 #                     network (qemu user networking, DHCP from systemd-networkd) and the host
-#                     logs in as pi with the key (harmony ctl, sudo) and checks that a password
-#                     login is refused. Without it SSH is not exercised.
+#                     logs in as pi with the key (harmony ctl, the uplink key with sudo, the
+#                     image's sudo policy) and checks that a password login is refused. Without it SSH is not exercised.
 #   --quiet           only the verdict
 #
 # What runs (image/README.md, "HIL under qemu", has the details and what is not covered):
@@ -74,8 +74,12 @@ hcheck() { # hcheck NAME STATUS DETAIL
 
 # ---------------------------------------------------------------------------------------------
 step "host tools"
-need_tools qemu-system-aarch64:qemu-system-arm python3:python3 mcopy:mtools sfdisk:fdisk \
-    debugfs:e2fsprogs zstd:zstd xz:xz-utils file:file cpio:cpio
+need_tools qemu-system-aarch64:qemu-system-arm python3:python3 mcopy:mtools mdir:mtools \
+    sfdisk:fdisk debugfs:e2fsprogs e2fsck:e2fsprogs mkfs.ext4:e2fsprogs zstd:zstd xz:xz-utils \
+    file:file cpio:cpio
+# With --ssh-key the guest gets a virtio NIC, whose option ROM is in ipxe-qemu (only a
+# Recommends of qemu-system-arm, so not installed with --no-install-recommends).
+[ -z "$ssh_key" ] || need_tools ssh:openssh-client /usr/share/qemu/efi-virtio.rom:ipxe-qemu
 need_binfmt
 rm -rf "$work"
 mkdir -p "$work"
@@ -199,7 +203,10 @@ if [ -n "$ssh_key" ]; then
         die "--ssh-key: the image has no authorized key for pi (build it with --authorized-key)"
     ssh_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     ssh_opts="-p $ssh_port -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=90 -o LogLevel=ERROR"
-    ssh_cmd="ssh -i '$ssh_key' -o IdentitiesOnly=yes $ssh_opts pi@127.0.0.1 'id; sudo -n true && echo sudo-ok; harmony ctl status | head -n 3' >'$work/ssh-key.txt' 2>&1; echo \$? >'$work/ssh-key.rc';"
+    # The sudo policy the image was built with (its manifest): limited (only the listed
+    # commands, e.g. reading the uplink key) or --passwordless-sudo (everything).
+    sudo_policy=$(echo "$manifest" | sed -n 's/^sudo: *\([a-z]*\).*/\1/p')
+    ssh_cmd="ssh -i '$ssh_key' -o IdentitiesOnly=yes $ssh_opts pi@127.0.0.1 'id; sudo -n true && echo sudo-all; echo key-bytes=\$(sudo -n cat /var/lib/harmony/uplink.key | wc -c); harmony ctl status | head -n 3' >'$work/ssh-key.txt' 2>&1; echo \$? >'$work/ssh-key.rc';"
     ssh_cmd+=" ssh -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive $ssh_opts pi@127.0.0.1 true >'$work/ssh-password.txt' 2>&1; echo \$? >'$work/ssh-password.rc'"
     ssh_args=(-nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$ssh_port-:22")
     ssh_rig=(--exec-at "request ssh-check" "$ssh_cmd")
@@ -249,7 +256,9 @@ hcheck "data partition clean after an orderly shutdown (e2fsck -fn)" $? "$(tail 
 rm -rf "$work/data1"
 mkdir -p "$work/data1"
 debugfs -R "rdump / $work/data1" "$work/data1.ext4" >/dev/null 2>&1
-rm -rf "$work/data1/lost+found"
+# Not the logger's: lost+found, the card's keys (checked in the guest) and the signing state.
+rm -rf "$work/data1/lost+found" "$work/data1/ssh-host-keys" "$work/data1/uplink.key" \
+    "$work/data1/uplink-signing.state"
 nsess=$(find "$work/data1" -mindepth 1 -maxdepth 1 -type d | wc -l)
 nfiles=$(find "$work/data1" -type f | wc -l)
 log_check "$work/data1" >"$work/log-check1.txt"
@@ -259,8 +268,16 @@ hcheck "harmony log check: every file the logger wrote in boot 1" $rc \
     "$nsess sessions, $nfiles files: $(logsum "$work/log-check1.txt")"
 if [ -n "$ssh_key" ]; then
     [ "$(cat "$work/ssh-key.rc" 2>/dev/null)" = 0 ] && grep -q 'uid=.*(pi)' "$work/ssh-key.txt" &&
-        grep -q sudo-ok "$work/ssh-key.txt"
-    hcheck "SSH: pi logs in with the authorized key, sudo works" $? "$(head -c 300 "$work/ssh-key.txt" 2>/dev/null | tr '\n' ' ')"
+        grep -q '^key-bytes=32$' "$work/ssh-key.txt"
+    hcheck "SSH: pi logs in with the authorized key and fetches the uplink key with sudo" $? "$(head -c 300 "$work/ssh-key.txt" 2>/dev/null | tr '\n' ' ')"
+    if [ "$sudo_policy" = passwordless ]; then
+        grep -q '^sudo-all$' "$work/ssh-key.txt"
+        hcheck "SSH: sudo for everything (built with --passwordless-sudo)" $?
+    else
+        not_all() { ! grep -q '^sudo-all$' "$work/ssh-key.txt" && [ -s "$work/ssh-key.txt" ]; }
+        not_all
+        hcheck "SSH: no sudo beyond the listed commands (sudo policy ${sudo_policy:-?})" $?
+    fi
     [ "$(cat "$work/ssh-password.rc" 2>/dev/null)" != 0 ] && grep -q 'Permission denied (publickey)' "$work/ssh-password.txt"
     hcheck "SSH: a password login is refused (keys only)" $? "$(head -c 200 "$work/ssh-password.txt" 2>/dev/null | tr '\n' ' ')"
 fi
@@ -294,7 +311,8 @@ if $powercut; then
     rm -rf "$work/data2"
     mkdir -p "$work/data2"
     debugfs -R "rdump / $work/data2" "$work/data2.ext4" >/dev/null 2>&1
-    rm -rf "$work/data2/lost+found"
+    rm -rf "$work/data2/lost+found" "$work/data2/ssh-host-keys" "$work/data2/uplink.key" \
+        "$work/data2/uplink-signing.state"
     cut_sess=$(sed -n 's/^powercut_session=//p' "$work/boot2/results/summary.txt" 2>/dev/null)
     # Sessions written before boot 2 must be byte-identical.
     same=0

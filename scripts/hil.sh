@@ -13,6 +13,10 @@ host=${1:?usage: scripts/hil.sh HOST [ssh options]}
 shift
 target=aarch64-unknown-linux-musl
 scripts/setup.sh >/dev/null
+# shellcheck source=tools.sh
+. scripts/tools.sh
+PROG=hil
+need_tools python3:python3 file:file ssh:openssh-client scp:openssh-client
 bin=$(cargo test --release --target "$target" --test hil --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:

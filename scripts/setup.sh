@@ -28,25 +28,28 @@ if ! command -v qemu-aarch64-static >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null
 fi
 
-# Tools the field-kit tests use (issue #6): tmux drives `harmony top` in tests/tui.rs;
-# systemd-analyze and systemd-sysusers check the Pi's unit and user (tests/systemd_unit.rs);
-# file describes the binary in scripts/deploy.sh. Each test skips with a message without its tool.
-missing=()
-command -v tmux >/dev/null || missing+=(tmux)
-{ command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null; } || missing+=(systemd)
-command -v file >/dev/null || missing+=(file)
-# strace (issue #11): tests/syscalls.rs checks which thread touches the card, and in what order.
-command -v strace >/dev/null || missing+=(strace)
-# gpsd and gpsfake (issue #15): tests/gpsd_compare.rs checks the GPS fixes against gpsd's.
-{ [ -x /usr/sbin/gpsd ] || command -v gpsd >/dev/null; } || missing+=(gpsd)
-command -v gpsfake >/dev/null || missing+=(gpsd-clients)
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null; }; then
-        log "WARNING: could not install ${missing[*]}; the tests that need them will be skipped"
-    fi
+# Tools the tests use; under CI (CI=true) a test whose tool is missing fails (issue #11), so
+# they are installed here: tmux drives `harmony top` (tests/tui.rs); systemd-analyze and
+# systemd-sysusers check the units and users (tests/systemd_unit.rs, tests/image.rs); file
+# describes the binary (scripts/test.sh, deploy.sh); gpsd and gpsfake are compared with the GPS
+# fixes (tests/gpsd_compare.rs, issue #15); image/check-image.sh's readers (sfdisk, mtools,
+# fdtget, debugfs, fsck.vfat, cpio, zstd, xz) check a disk (tests/image.rs); ssh-keygen and
+# visudo check the image's first-boot keys and sudo rules (tests/image.rs); python3-venv makes
+# the pymavlink venv below; strace shows which thread touches the card (tests/syscalls.rs).
+# shellcheck source=tools.sh
+. "$(dirname "$0")/tools.sh"
+PROG=setup
+if ! need_tools tmux:tmux systemd-analyze:systemd systemd-sysusers:systemd file:file \
+    gpsd:gpsd gpsfake:gpsd-clients strace:strace sfdisk:fdisk mdir:mtools mcopy:mtools mlabel:mtools \
+    fdtget:device-tree-compiler debugfs:e2fsprogs dumpe2fs:e2fsprogs e2fsck:e2fsprogs \
+    fsck.vfat:dosfstools cpio:cpio zstd:zstd xz:xz-utils ssh-keygen:openssh-client \
+    visudo:sudo python3:python3; then
+    log "WARNING: could not install every tool; tests that need a missing one say SKIPPED (and fail under CI)"
+fi
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    # (No command to look for: ensurepip missing is the sign; apt-get install is idempotent.)
+    need_tools _python3_venv_:python3-venv ||
+        log "WARNING: no python3-venv; tests/uplink.rs's pymavlink tests will say SKIPPED"
 fi
 
 # Python tools the interoperability tests use, in a venv under target/ so the system Python is

@@ -29,7 +29,11 @@ cargo test --locked
 if ! $host_only; then
     step "static aarch64 build"
     cargo build --locked --release --target aarch64-unknown-linux-musl
-    file target/aarch64-unknown-linux-musl/release/harmony | tee /dev/stderr | grep -q 'ARM aarch64.*statically linked'
+    # Printed through the stream already open on stderr: `tee /dev/stderr` would reopen the
+    # file behind it and, with `scripts/test.sh > test.log 2>&1`, truncate the log (issue #11).
+    desc=$(file target/aarch64-unknown-linux-musl/release/harmony)
+    printf '%s\n' "$desc" >&2
+    grep -q 'ARM aarch64.*statically linked' <<<"$desc"
 
     step "aarch64 tests under qemu-aarch64-static"
     cargo test --locked --target aarch64-unknown-linux-musl

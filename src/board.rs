@@ -4,6 +4,16 @@
 //! silently ignored setting; the firmware does not start half-configured. `harmony run` with
 //! no `--board` uses the simulated board built into the binary (the same text as
 //! `boards/sim.toml`).
+//!
+//! All or nothing (issue #11), in two steps:
+//! * [`Board::parse`] / [`Board::load`]: the text and its values. No look at the disk, so the
+//!   tools that only want a board's directories (`harmony ctl`, `top`, `log`) never fail, let
+//!   alone panic, over what lies in the working directory.
+//! * [`Board::check_host`]: every field that names a path or a group, against this machine
+//!   ([`host`]). `harmony run` and `demo` call it before they lock the run directory and
+//!   before they touch the data directory, so a refused start leaves nothing behind.
+
+pub mod host;
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +81,9 @@ pub struct Board {
     #[serde(default)]
     pub logger: LoggerSection,
     pub uplink: Option<crate::uplink::config::UplinkSection>,
+    /// Where the text came from (a path, or the built-in board), for error messages.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 /// `[logger]`: how the flash-card logger writes.
@@ -309,24 +322,37 @@ pub struct QueueSizes {
 impl Board {
     /// Parses and validates board text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, BoardError> {
-        let b: Board = toml::from_str(text).map_err(|e| BoardError::Parse {
+        let mut b: Board = toml::from_str(text).map_err(|e| BoardError::Parse {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
+        b.origin = origin.to_owned();
         b.validate(origin)?;
         Ok(b)
     }
 
-    /// Reads and validates a board file.
+    /// Reads and validates a board file (at most [`MAX_BOARD_BYTES`]: it is input from the card).
     pub fn load(path: &Path) -> Result<Self, BoardError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BoardError::Read {
+        use std::io::Read;
+        let read = |source| BoardError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_BOARD_BYTES + 1).read_to_string(&mut text))
+            .map_err(read)?;
+        if text.len() as u64 > MAX_BOARD_BYTES {
+            return Err(BoardError::Parse {
+                path: path.display().to_string(),
+                message: format!("larger than {MAX_BOARD_BYTES} bytes; not a board file"),
+            });
+        }
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// The built-in simulated board.
+    /// The built-in simulated board. Its text is part of the binary and `parse` does not look
+    /// at the disk, so this cannot fail at run time (a unit test parses it).
     pub fn sim() -> Self {
         Self::parse(SIM_BOARD, "boards/sim.toml (built in)")
             .expect("the built-in board file is valid (checked by a unit test)")
@@ -386,18 +412,10 @@ impl Board {
                             "missing (give the UART, e.g. /dev/serial0, or add [gps.sim])".into(),
                         ));
                     }
-                    // The device itself may come and go (a USB receiver), its directory not.
-                    Some(d) => {
-                        if let Some(parent) = d.parent()
-                            && !parent.as_os_str().is_empty()
-                            && !parent.is_dir()
-                        {
-                            return Err(bad(
-                                "gps.device",
-                                format!("directory {} does not exist", parent.display()),
-                            ));
-                        }
+                    Some(d) if d.as_os_str().is_empty() => {
+                        return Err(bad("gps.device", "must not be empty".into()));
                     }
+                    Some(_) => {}
                 },
             }
         }
@@ -551,6 +569,83 @@ impl Board {
         Ok(())
     }
 
+    /// An error about `field` of this board (for what only a start finds out).
+    pub fn field_error(&self, field: &str, message: String) -> BoardError {
+        BoardError::Invalid {
+            path: self.origin.clone(),
+            field: field.to_owned(),
+            message,
+        }
+    }
+
+    /// Checks every field that names a path or a group against this machine (see [`host`]):
+    /// the first problem is an error naming its field. Looks only; creates nothing.
+    pub fn check_host(&self) -> Result<(), BoardError> {
+        let bad = |field: &str, message: String| self.field_error(field, message);
+        let b = &self.board;
+        host::writable_dir(&b.data_dir).map_err(|m| bad("board.data_dir", m))?;
+        host::writable_dir(&b.run_dir).map_err(|m| bad("board.run_dir", m))?;
+        for sub in [
+            crate::control::rundir::STATE_DIR,
+            crate::control::rundir::LOCK_FILE,
+        ] {
+            let p = b.run_dir.join(sub);
+            let want_dir = sub == crate::control::rundir::STATE_DIR;
+            if let Ok(m) = std::fs::symlink_metadata(&p)
+                && m.is_dir() != want_dir
+            {
+                return Err(bad(
+                    "board.run_dir",
+                    format!(
+                        "{} is in the way (it must be a {})",
+                        p.display(),
+                        if want_dir { "directory" } else { "file" }
+                    ),
+                ));
+            }
+        }
+        let socket = crate::control::server::socket_path(&b.run_dir);
+        if socket.as_os_str().len() >= MAX_SOCKET_PATH {
+            return Err(bad(
+                "board.run_dir",
+                format!(
+                    "the control socket {} would be {} bytes long; a Unix socket path holds at most {}",
+                    socket.display(),
+                    socket.as_os_str().len(),
+                    MAX_SOCKET_PATH - 1
+                ),
+            ));
+        }
+        if let Some(g) = &b.socket_group {
+            host::group(g).map_err(|m| bad("board.socket_group", m))?;
+        }
+        if let Some(g) = &self.gps {
+            match &g.sim {
+                Some(sim) => {
+                    if !sim.capture.starts_with("builtin:") {
+                        host::readable_file(Path::new(&sim.capture), Some(GPS_CAPTURE_MAX_BYTES))
+                            .map_err(|m| bad("gps.sim.capture", m))?;
+                    }
+                }
+                None => {
+                    if let Some(d) = &g.device {
+                        host::device(d).map_err(|m| bad("gps.device", m))?;
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.can.as_ref().and_then(|c| c.replay.as_ref())
+            && !r.capture.starts_with("builtin:")
+        {
+            host::readable_file(Path::new(&r.capture), None)
+                .map_err(|m| bad("can.replay.capture", m))?;
+        }
+        if let Some(u) = &self.uplink {
+            u.check_host(&b.data_dir).map_err(|(f, m)| bad(&f, m))?;
+        }
+        Ok(())
+    }
+
     /// Queue capacities with defaults: 2 s of each source's worst case (SD cards stall).
     pub fn queue_sizes(&self) -> QueueSizes {
         let q = &self.queues;
@@ -606,7 +701,17 @@ impl Board {
     }
 }
 
-/// Checks a capture reference: `builtin:NAME` or a readable file.
+/// The largest board file read (the real ones are a few KiB).
+pub const MAX_BOARD_BYTES: u64 = 1 << 20;
+
+/// The longest GPS capture the simulator reads into memory.
+pub const GPS_CAPTURE_MAX_BYTES: u64 = 256 << 20;
+
+/// `sun_path` of a Unix socket address: 108 bytes with the terminating NUL.
+const MAX_SOCKET_PATH: usize = 108;
+
+/// Checks a capture reference's value: `builtin:NAME` names a built-in capture, a path is not
+/// empty (whether it can be read is [`Board::check_host`]'s business).
 fn check_capture(c: &str) -> Result<(), String> {
     if let Some(name) = c.strip_prefix("builtin:") {
         return match crate::sim::builtin(name) {
@@ -617,9 +722,10 @@ fn check_capture(c: &str) -> Result<(), String> {
             )),
         };
     }
-    std::fs::metadata(c)
-        .map(|_| ())
-        .map_err(|e| format!("cannot read '{c}': {e}"))
+    if c.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -641,6 +747,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("log_levle"), "{e}");
+    }
+
+    /// Issue #11: a board file is input from the card: read bounded, and parsing it never
+    /// looks at the disk (the built-in board parses whatever lies in the working directory).
+    #[test]
+    fn board_files_are_read_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("huge.toml");
+        let mut text = "[board]\nname='x'\ndata_dir='d'\nrun_dir='r'\n".to_owned();
+        text.push_str(&"# padding\n".repeat(200_000));
+        std::fs::write(&p, &text).unwrap();
+        let e = Board::load(&p).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

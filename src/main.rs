@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use harmony::app::{self, AppConfig};
@@ -17,6 +17,7 @@ use harmony::concurrency::{Registry, Runner};
 use harmony::control::client;
 use harmony::control::os_signals::Installed;
 use harmony::control::protocol::Request;
+use harmony::control::rundir::{RunDir, RunDirError};
 use harmony::control::server::socket_path;
 use harmony::demo::{self, DemoOptions};
 
@@ -197,13 +198,30 @@ fn load_board(at: &Where) -> Result<Board> {
     Ok(b)
 }
 
-/// Runs a tree with the firmware's infrastructure; `log_file` is the application log.
+/// The board, checked whole against this machine, and its run directory held (one firmware at
+/// a time): both before anything touches the data directory (issue #11).
+fn hold(at: &Where) -> Result<(Board, RunDir)> {
+    let board = load_board(at)?;
+    board.check_host()?;
+    let held = RunDir::hold(&board.board.run_dir, board.board.socket_group.as_deref()).map_err(
+        |e| match e {
+            RunDirError::Busy { .. } => anyhow::Error::from(e),
+            e => board.field_error("board.run_dir", e.to_string()).into(),
+        },
+    )?;
+    Ok((board, held))
+}
+
+/// Runs a tree with the firmware's infrastructure; `log_file` is the application log. A
+/// `provisional` session is kept only if the tree started.
 fn run_with(
     board: &Board,
     at: &Where,
+    held: &RunDir,
     signals: Installed,
     log_file: &std::path::Path,
     mut root: Runner,
+    provisional: Option<app::Provisional>,
 ) -> Result<u8> {
     let level = at
         .log_level
@@ -216,7 +234,13 @@ fn run_with(
         run_dir: board.board.run_dir.clone(),
         socket_group: board.board.socket_group.clone(),
     };
-    let finished = app::run(&cfg, Registry::new(), &mut root, Some(signals));
+    let finished = app::run(&cfg, held, Registry::new(), &mut root, Some(signals));
+    // The tree ran: the session stays. Otherwise it goes now, before the log sink.
+    if let Some(p) = provisional
+        && finished.is_ok()
+    {
+        p.keep();
+    }
     sink.shutdown();
     Ok(finished?.exit_code() as u8)
 }
@@ -225,11 +249,21 @@ fn run_with(
 fn run_firmware(at: &Where, signals: Installed) -> Result<u8> {
     // Keep what is logged before the log file exists (board, topology); the sink writes it.
     let _early = harmony::applog::capture_early(at.log_level.unwrap_or(log::LevelFilter::Debug));
-    let board = load_board(at)?;
-    let session = harmony::logger::session::Session::create(&board.board.data_dir)?;
+    let (board, held) = hold(at)?;
+    let (session, provisional) = app::Provisional::session(&board.board.data_dir)
+        .map_err(|e| board.field_error("board.data_dir", e.to_string()))?;
     let log_file = session.dir.join("harmony.log");
+    // A failure here drops `provisional`: the session goes again.
     let topo = harmony::topology::build(&board, Some(session))?;
-    run_with(&board, at, signals, &log_file, topo.root)
+    run_with(
+        &board,
+        at,
+        &held,
+        signals,
+        &log_file,
+        topo.root,
+        Some(provisional),
+    )
 }
 
 /// `harmony demo`: a framework topology, logging to `<data_dir>/harmony.log`.
@@ -239,16 +273,16 @@ fn run_tree(
     build: impl FnOnce(&Board) -> Result<Runner>,
 ) -> Result<u8> {
     let _early = harmony::applog::capture_early(at.log_level.unwrap_or(log::LevelFilter::Debug));
-    let board = load_board(at)?;
-    std::fs::create_dir_all(&board.board.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            board.board.data_dir.display()
+    let (board, held) = hold(at)?;
+    std::fs::create_dir_all(&board.board.data_dir).map_err(|e| {
+        board.field_error(
+            "board.data_dir",
+            format!("cannot create {}: {e}", board.board.data_dir.display()),
         )
     })?;
     let log_file = board.board.data_dir.join("harmony.log");
     let root = build(&board)?;
-    run_with(&board, at, signals, &log_file, root)
+    run_with(&board, at, &held, signals, &log_file, root, None)
 }
 
 fn ctl(run_dir: Option<PathBuf>, json: bool, action: CtlAction) -> Result<u8> {

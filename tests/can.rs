@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use common::{secs, wait_until};
 use harmony::concurrency::{
@@ -117,7 +118,7 @@ fn canboat_replay_is_complete_and_bit_exact() {
 #[test]
 fn icsim_replay_is_complete_and_bit_exact() {
     let Some(path) = shared_fixture("can/sample-can.log") else {
-        eprintln!("SKIPPED: ../shared/fixtures/can/sample-can.log not found");
+        common::skip("../shared/fixtures/can/sample-can.log");
         return;
     };
     let (got, _, reg) = replay_through_source(Capture::File(path.clone()), vec![]);
@@ -126,10 +127,39 @@ fn icsim_replay_is_complete_and_bit_exact() {
     assert_eq!(metric(&reg, "can", "frames"), 6158);
 }
 
-/// Issue #3: a malformed line is reported with its file and line number and counted; the
-/// replay goes on.
+/// Every message the library logs in this test process, for tests of what the firmware
+/// reports (its warnings go through the `log` facade to the application log).
+fn captured_log() -> &'static Mutex<Vec<String>> {
+    static LOG: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    struct Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record) {
+            if let Some(l) = LOG.get() {
+                l.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                    "{} {}",
+                    r.level(),
+                    r.args()
+                ));
+            }
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture;
+    let log = LOG.get_or_init(|| Mutex::new(Vec::new()));
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    log
+}
+
+/// Issue #3 (and #11: the test checks what its doc promises): a malformed line is reported
+/// with its file and line number and counted; the replay goes on.
 #[test]
 fn malformed_replay_lines_are_counted_and_skipped() {
+    let log = captured_log();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("flight.log");
     std::fs::write(
@@ -142,6 +172,25 @@ fn malformed_replay_lines_are_counted_and_skipped() {
     let ids: Vec<u32> = got.iter().map(CanRecord::raw_id).collect();
     assert_eq!(ids, [0x123, 0x124, 0x125]);
     assert_eq!(metric(&reg, "can", "malformed_lines"), 3);
+    // The report names the file and the line of each bad one (the comment is line 1), and
+    // of no good one.
+    let reports: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("WARN") && l.contains(&*p.to_string_lossy()))
+        .cloned()
+        .collect();
+    let file = p.display().to_string();
+    for line in [3, 5, 6] {
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.contains(&format!("{file}:{line}: "))),
+            "no report of {file}:{line} in {reports:#?}"
+        );
+    }
+    assert_eq!(reports.len(), 3, "one report per bad line: {reports:#?}");
 }
 
 /// Issue #3: selected IDs and DroneCAN NodeStatus frames reach the uplink queue; the logger

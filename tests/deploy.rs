@@ -5,6 +5,8 @@
 //! The Pi side, `boards/rpi4b/install.sh`, runs into a scratch root (DESTDIR) to check the
 //! files it installs and that an edited board file is never overwritten silently.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -239,7 +241,7 @@ fn refuses_when_the_tests_fail() {
     no_remote_activity(&f, &o);
 }
 
-const BUNDLE: [&str; 9] = [
+const BUNDLE: [&str; 11] = [
     "harmony",
     "board.toml",
     "install.sh",
@@ -248,6 +250,8 @@ const BUNDLE: [&str; 9] = [
     "60-harmony-devices.rules",
     "harmony-modules.conf",
     "80-can0.network",
+    "harmony-uplink-key.service",
+    "make-uplink-key",
     "README.md",
 ];
 
@@ -467,6 +471,11 @@ fn install_sh_places_files_and_keeps_an_edited_board() {
         ),
         ("boards/rpi4b/harmony-modules.conf", "harmony-modules.conf"),
         ("boards/rpi4b/80-can0.network", "80-can0.network"),
+        (
+            "boards/rpi4b/harmony-uplink-key.service",
+            "harmony-uplink-key.service",
+        ),
+        ("boards/rpi4b/make-uplink-key", "make-uplink-key"),
         ("boards/rpi4b/README.md", "README.md"),
         ("boards/rpi4b.toml", "board.toml"),
     ] {
@@ -495,6 +504,12 @@ fn install_sh_places_files_and_keeps_an_edited_board() {
         ("etc/modules-load.d/harmony.conf", "harmony-modules.conf"),
         ("etc/systemd/network/80-can0.network", "80-can0.network"),
         ("usr/local/share/doc/harmony/README.md", "README.md"),
+        // Issue #11: the uplink key of this Pi, made before the firmware's first start.
+        (
+            "etc/systemd/system/harmony-uplink-key.service",
+            "harmony-uplink-key.service",
+        ),
+        ("usr/local/lib/harmony/make-uplink-key", "make-uplink-key"),
     ] {
         assert_eq!(
             std::fs::read(root.join(path)).unwrap_or_default(),
@@ -507,8 +522,16 @@ fn install_sh_places_files_and_keeps_an_edited_board() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o755);
+    let mode = std::fs::metadata(root.join("usr/local/lib/harmony/make-uplink-key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
     assert!(!root.join("usr/local/bin/harmony.new").exists());
-    if which("systemd-sysusers") {
+    if common::require_or_skip(
+        which("systemd-sysusers"),
+        "systemd-sysusers (scripts/setup.sh installs systemd)",
+    ) {
         let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
         assert!(
             passwd.lines().any(|l| l.starts_with("harmony:")),

@@ -25,6 +25,8 @@
 //! Without gpsd or the fixtures the tests fail when `CI=true` and print SKIPPED otherwise;
 //! `scripts/setup.sh` installs gpsd and gpsd-clients (gpsfake).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,18 +38,9 @@ use serde_json::Value;
 const WKRO_S: i64 = 619_315_200;
 const Y2017_S: i64 = 1_483_228_800;
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Missing tool or data: a failure under CI, a skip elsewhere.
-fn missing(what: &str) -> bool {
-    assert!(
-        !ci(),
-        "{what} is missing (CI=true); scripts/setup.sh installs it"
-    );
-    eprintln!("SKIPPED: {what} is missing (run scripts/setup.sh)");
-    true
+/// Missing tool or data: a failure under CI, a skip elsewhere (`common::skip`, issue #11).
+fn missing(what: &str) {
+    common::skip(&format!("{what} is missing (scripts/setup.sh installs it)"));
 }
 
 /// Milliseconds of day from `hhmmss[.sss]`.

@@ -183,7 +183,7 @@ fn is_root() -> bool {
 #[test]
 fn disk_full_on_a_small_tmpfs() {
     if !is_root() {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        skip("root, to mount a tmpfs");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -195,7 +195,7 @@ fn disk_full_on_a_small_tmpfs() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        skip("a tmpfs mount (mount -t tmpfs failed)");
         return;
     }
     struct Umount(PathBuf);

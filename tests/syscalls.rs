@@ -22,14 +22,7 @@ fn strace_available() -> bool {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "strace is missing (scripts/setup.sh installs it)"
-        );
-        eprintln!("SKIPPED: strace is not installed");
-    }
-    ok
+    require_or_skip(ok, "strace (scripts/setup.sh installs it)")
 }
 
 /// Runs this test binary's test `name` under strace with `env` set (the test then plays the

@@ -77,15 +77,7 @@ impl Tmux {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(
-                !ci,
-                "tmux is missing (CI=true); scripts/setup.sh installs it"
-            );
-            eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
-        }
-        ok
+        require_or_skip(ok, "tmux (scripts/setup.sh installs it)")
     }
 
     fn cmd(&self) -> Command {

@@ -28,7 +28,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 arch=$(uname -m)
 [ "$arch" = aarch64 ] || die "this machine is $arch; the firmware is built for aarch64"
 for f in harmony harmony.service board.toml harmony-sysusers.conf 60-harmony-devices.rules \
-    harmony-modules.conf 80-can0.network; do
+    harmony-modules.conf 80-can0.network harmony-uplink-key.service make-uplink-key; do
     [ -f "$here/$f" ] || die "bundle incomplete: $here/$f missing"
 done
 # The new binary must run here before it replaces the one that flies.
@@ -100,11 +100,15 @@ fi
 
 install -D -m 0644 "$here/README.md" "$root/usr/local/share/doc/harmony/README.md" 2>/dev/null || true
 install -D -m 0644 "$here/harmony.service" "$root/etc/systemd/system/harmony.service"
+# The uplink's signing key of this Pi (issue #11): made before the firmware's first start
+# by harmony-uplink-key.service (wanted by harmony.service), never replaced once there.
+install -D -m 0755 "$here/make-uplink-key" "$root/usr/local/lib/harmony/make-uplink-key"
+install -D -m 0644 "$here/harmony-uplink-key.service" "$root/etc/systemd/system/harmony-uplink-key.service"
 
 status=0
 if [ -z "$root" ]; then
     systemctl daemon-reload
-    systemctl enable harmony.service
+    systemctl enable harmony-uplink-key.service harmony.service
     # Type=notify: this returns once the firmware said READY=1, or fails.
     if ! systemctl restart harmony.service; then
         status=1
@@ -112,6 +116,8 @@ if [ -z "$root" ]; then
         journalctl -u harmony.service -n 30 --no-pager || true
     fi
     systemctl --no-pager --full status harmony.service || true
+    say "the ground station needs this Pi's uplink key:"
+    say "  ssh pi@<this Pi> sudo cat /var/lib/harmony/uplink.key > uplink.key && chmod 600 uplink.key"
 fi
 
 case $here in

@@ -199,18 +199,10 @@ impl UplinkSection {
                     "give either uplink.device or [uplink.sim], not both".into(),
                 );
             }
-            (Some(d), None) => {
-                if let Some(parent) = d.parent()
-                    && !parent.as_os_str().is_empty()
-                    && !parent.is_dir()
-                {
-                    return bad(
-                        "uplink.device",
-                        format!("directory {} does not exist", parent.display()),
-                    );
-                }
+            (Some(d), None) if d.as_os_str().is_empty() => {
+                return bad("uplink.device", "must not be empty".into());
             }
-            (None, Some(_)) => {}
+            _ => {}
         }
         if !(self.signing_save_s > 0.0 && self.signing_save_s <= 60.0) {
             return bad(
@@ -296,43 +288,47 @@ impl UplinkSection {
                 ),
             );
         }
-        match &self.signing_key {
-            // A missing key is not a board error: the uplink runs telemetry-only and says so
-            // (the recording must not depend on it). A key that is there but wrong is.
-            Some(k) => match signing::load_key(k) {
-                Err(e) if !e.is_missing() => {
-                    return bad("uplink.signing_key", e.to_string());
-                }
-                _ => {}
-            },
-            None => {
-                if self.signing_state.is_some() {
-                    return bad(
-                        "uplink.signing_state",
-                        "set without uplink.signing_key".into(),
-                    );
-                }
-            }
-        }
-        if let Some(p) = &self.signing_state {
-            check_parent("uplink.signing_state", p)?;
-        }
-        if let Some(l) = self.sim.as_ref().and_then(|s| s.link.as_ref())
-            && l.is_dir()
-        {
-            return bad("uplink.sim.link", format!("{} is a directory", l.display()));
+        if self.signing_key.is_none() && self.signing_state.is_some() {
+            return bad(
+                "uplink.signing_state",
+                "set without uplink.signing_key".into(),
+            );
         }
         Ok(())
     }
-}
 
-fn check_parent(field: &str, p: &Path) -> Result<(), (String, String)> {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => Err((
-            field.to_owned(),
-            format!("directory {} does not exist", d.display()),
-        )),
-        _ => Ok(()),
+    /// Checks the fields that name paths against this machine (issue #11: before anything
+    /// starts; [`validate`](Self::validate) only looks at values). `data_dir` holds the
+    /// signing state by default.
+    pub fn check_host(&self, data_dir: &Path) -> Result<(), (String, String)> {
+        let bad = |f: &str, m: String| Err((f.to_owned(), m));
+        if let Some(d) = &self.device
+            && let Err(m) = crate::board::host::device(d)
+        {
+            return bad("uplink.device", m);
+        }
+        if let Some(k) = &self.signing_key {
+            // A missing key is not a board error: the uplink runs telemetry-only and says so
+            // (the recording must not depend on it). A key that is there but wrong is.
+            if let Err(e) = signing::load_key(k)
+                && !e.is_missing()
+            {
+                return bad("uplink.signing_key", e.to_string());
+            }
+        }
+        if let Some(state) = self.signing_state_path(data_dir) {
+            // The default place is in data_dir, made at start; a chosen one must exist.
+            let chosen = self.signing_state.is_some();
+            if let Err(m) = crate::board::host::writable_file(&state, !chosen) {
+                return bad("uplink.signing_state", m);
+            }
+        }
+        if let Some(l) = self.sim.as_ref().and_then(|s| s.link.as_ref())
+            && let Err(m) = crate::board::host::link(l)
+        {
+            return bad("uplink.sim.link", m);
+        }
+        Ok(())
     }
 }
 
@@ -402,13 +398,14 @@ mod tests {
             signing_key: Some(k.clone()),
             ..sim()
         };
-        let (f, m) = c.validate().unwrap_err();
+        c.validate().unwrap();
+        let (f, m) = c.check_host(dir.path()).unwrap_err();
         assert_eq!(f, "uplink.signing_key");
         assert!(m.contains("group or others"), "{m}");
         std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
-        c.validate().unwrap();
+        c.check_host(dir.path()).unwrap();
         std::fs::write(&k, [7u8; 31]).unwrap();
-        let (f, m) = c.validate().unwrap_err();
+        let (f, m) = c.check_host(dir.path()).unwrap_err();
         assert_eq!(f, "uplink.signing_key");
         assert!(m.contains("31 bytes"), "{m}");
         assert_eq!(
@@ -417,6 +414,6 @@ mod tests {
         );
         // Issue #11: a configured key that is missing is no board error (telemetry-only).
         std::fs::remove_file(&k).unwrap();
-        c.validate().unwrap();
+        c.check_host(dir.path()).unwrap();
     }
 }

@@ -68,8 +68,8 @@
 //!
 //! # Signing
 //!
-//! With `signing_key` (a file of 32 raw bytes, mode 0600, checked when the board is loaded)
-//! every frame sent is signed and every frame received must be correctly signed and newer than
+//! With `signing_key` (a file of 32 raw bytes, mode 0600, checked before the firmware starts:
+//! [`config::UplinkSection::check_host`]) every frame sent is signed and every frame received must be correctly signed and newer than
 //! the last one of its stream; unsigned, badly signed and replayed frames are dropped and
 //! counted (`rx_unsigned`, `rx_bad_signature`, `rx_replayed`, `rx_rejected`). A configured key
 //! that is missing is not fatal: the uplink runs telemetry-only (unsigned) and refuses every
@@ -77,7 +77,7 @@
 //!
 //! The signing state (the timestamp, 10 µs since 2015-01-01, and the verifier's per-stream
 //! table) goes to `signing_state` (default `<data_dir>/uplink-signing.state`, checked writable
-//! at build) every `signing_save_s` and at stop, written by [`persist`] off the uplink's thread.
+//! before the start and again at build) every `signing_save_s` and at stop, written by [`persist`] off the uplink's thread.
 //! At start the uplink begins at `max(clock, stored)` (the MAVLink signing rules); GPS time
 //! moves it at most 30 s past the boot-anchored estimate. See [`signing`] and [`persist`].
 //!

@@ -140,6 +140,23 @@ ls -la /run/harmony /run/harmony/state >"$R/run-dir.txt" 2>&1
 check "control socket in /run/harmony" $? "$(stat -c '%A %U:%G' /run/harmony/control.sock 2>/dev/null)"
 /usr/local/bin/harmony ctl --run-dir /run/harmony status >"$R/ctl-status.txt" 2>&1
 check "harmony ctl status answers" $?
+# Issue #11: this card's own keys, made at its first boot on the data partition.
+[ "$(stat -c '%s %a %U' "$D/uplink.key" 2>/dev/null)" = "32 600 harmony" ]
+check "uplink signing key of this card on the data partition (32 bytes, 0600, harmony)" $? \
+    "$(stat -c '%s bytes %a %U' "$D/uplink.key" 2>&1)"
+note uplink | grep -q ', signed$'
+check "the uplink signs with it" $? "$(note uplink)"
+if systemctl -q is-enabled ssh.service 2>/dev/null; then
+    hostkeys_ok() {
+        [ "$(stat -c '%U %a' "$D/ssh-host-keys")" = "root 700" ] &&
+            ssh-keygen -l -f "$D/ssh-host-keys/ssh_host_ed25519_key" >/dev/null &&
+            not ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1
+    }
+    hostkeys_ok
+    check "SSH host keys of this card on the data partition, none in the image" $? \
+        "$(ssh-keygen -l -f "$D/ssh-host-keys/ssh_host_ed25519_key" 2>&1)"
+    kv ssh_host_key_ed25519 "$(ssh-keygen -l -f "$D/ssh-host-keys/ssh_host_ed25519_key" 2>&1)"
+fi
 # SSH (only when the image has an authorized key and the host has its private key): the host
 # logs in as pi with the key (and runs harmony ctl and sudo), and fails with a password.
 if [ -f /home/pi/.ssh/authorized_keys ] && grep -qw 'harmony.ssh=1' /proc/cmdline; then
