@@ -71,7 +71,8 @@ fn early_messages_are_written_and_a_failed_sink_is_visible() {
         socket_group: None,
     };
     let reg = registry.clone();
-    let tree = std::thread::spawn(move || app::run(&cfg, reg, &mut root, None));
+    let held = harmony::control::rundir::RunDir::hold(&run, None).unwrap();
+    let tree = std::thread::spawn(move || app::run(&cfg, &held, reg, &mut root, None));
 
     let sock = socket_path(&run);
     assert!(
