@@ -27,3 +27,9 @@ pub mod topology;
 pub mod tui;
 pub mod uplink;
 pub mod version;
+
+/// Every subtree a child process of the firmware can build by name (see
+/// [`concurrency::process`]).
+pub fn builders() -> Vec<(&'static str, concurrency::process::BuildFn)> {
+    demo::BUILDERS.to_vec()
+}

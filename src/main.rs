@@ -86,6 +86,9 @@ enum Cmd {
         /// Make tick-1 hang after this many milliseconds (exercises the systemd watchdog).
         #[arg(long, hide = true)]
         stall_after_ms: Option<u64>,
+        /// Run the loops in a child process (the framework's process mode).
+        #[arg(long)]
+        processes: bool,
     },
 }
 
@@ -112,6 +115,8 @@ enum CtlAction {
 }
 
 fn main() -> ExitCode {
+    // A child process of the firmware (a process subtree) runs its subtree and exits here.
+    harmony::concurrency::process::child_main_if_requested(&harmony::builders());
     // Signal handlers first, before any thread exists.
     let signals = match app::install_signals() {
         Ok(s) => s,
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
             no_pools,
             start_waiting,
             stall_after_ms,
+            processes,
         } => run_tree(&at, signals, |_| {
             Ok(demo::topology(&DemoOptions {
                 loops,
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
                 pools: !no_pools,
                 start_waiting,
                 stall_after: stall_after_ms.map(Duration::from_millis),
+                processes,
             }))
         }),
         Cmd::Ctl {

@@ -18,16 +18,24 @@
 //!
 //! [`run_hooks`]: processor::run_hooks
 
+pub mod cells;
 pub mod flag;
 pub mod looping;
 pub mod pool;
+pub mod process;
 pub mod processor;
 pub mod queue;
 pub mod registry;
+pub mod ring;
 pub mod runner;
+pub mod shm;
 pub mod signal;
 pub mod state;
 pub mod wake;
+
+pub use cells::Counter;
+pub use ring::Plain;
+pub use shm::{Region, ShmError};
 
 pub use flag::Flag;
 pub use looping::{ErrorBudget, FnLoop, Loop, LoopConfig, LoopProcessor, Step};
@@ -35,7 +43,7 @@ pub use pool::{TaskSender, WorkerPool};
 pub use processor::{BoxError, Context, Outcome, Processor};
 pub use queue::{Consumer, Doorbell, DropReport, Producer, QueueGauge, queue};
 pub use registry::{LookupError, Registry, StopReason};
-pub use runner::{Child, Policy, RestartPolicy, RunError, Runner, run_tree};
+pub use runner::{Child, Multitasking, Policy, RestartPolicy, RunError, Runner, run_tree};
 pub use signal::{Origin, Signal};
 pub use state::{Entry, EntrySnapshot, Kind, ProcState};
 pub use wake::Waker;

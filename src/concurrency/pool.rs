@@ -11,7 +11,7 @@
 //! * An unmanaged pool has no produce step; something else feeds it through a [`TaskSender`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -171,10 +171,10 @@ impl<T: Send + 'static> WorkerPool<T> {
 }
 
 struct WorkerStats {
-    done: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    panicked: Arc<AtomicU64>,
-    flushed: Arc<AtomicU64>,
+    done: super::Counter,
+    failed: super::Counter,
+    panicked: super::Counter,
+    flushed: super::Counter,
 }
 
 fn work<T>(

@@ -1,16 +1,16 @@
 //! What each processor is doing, readable from any thread without locks.
 //!
 //! The seed kept each process's state in a file (`StateInFile`). Here the live state is a set
-//! of atomics in an [`Entry`] per processor; the control module writes them to files in the run
-//! directory and serves them as JSON. Processors and the runner only store atomics and ring the
+//! of atomics in an [`Entry`] per processor (a fixed-layout [`Cells`] record, which for a
+//! processor in a child process lives in shared memory); the control module writes them to
+//! files in the run directory and serves them as JSON. Processors and the runner only store atomics and ring the
 //! registry's doorbell, so a state change never does I/O on a sensor thread.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
 use super::flag::Flag;
@@ -82,30 +82,48 @@ pub enum Kind {
     Pool,
 }
 
-/// A named counter a processor publishes (records read, drops, reopens ...).
-#[derive(Clone, Debug)]
-pub struct Metric {
-    pub name: String,
-    pub value: Arc<AtomicU64>,
+impl Kind {
+    pub(crate) fn to_u32(self) -> u32 {
+        match self {
+            Kind::Plain => 0,
+            Kind::Loop => 1,
+            Kind::Runner => 2,
+            Kind::Pool => 3,
+        }
+    }
+
+    pub(crate) fn from_u32(v: u32) -> Self {
+        match v {
+            1 => Kind::Loop,
+            2 => Kind::Runner,
+            3 => Kind::Pool,
+            _ => Kind::Plain,
+        }
+    }
 }
 
-/// How many signals a mailbox holds before further ones are refused.
-pub const MAILBOX_CAPACITY: usize = 16;
+use super::cells::{Cells, Keep};
+pub use super::cells::{Counter, MAILBOX_CAPACITY};
 
-/// The live, shared record of one processor.
+/// What an entry whose record lives in shared memory must tell the other processes.
+pub trait Link: Send + Sync {
+    /// A signal was posted into `cells`' mailbox: wake the process running it.
+    fn mail(&self, cells: &Cells);
+    /// Something shown in the status changed: wake the state-file writer's process.
+    fn dirty(&self);
+}
+
+/// The live, shared record of one processor. Its values live in a [`Cells`] record: on the heap
+/// for a processor of this process, in a shared-memory region for one of a process subtree
+/// (both processes then hold an `Entry` over the same record).
 pub struct Entry {
     pub name: String,
     /// Slash-separated names from the root runner down to this processor.
     pub path: String,
     pub kind: Kind,
-    state: AtomicU8,
-    since_ms: AtomicU64,
-    restarts: AtomicU32,
-    errors: AtomicU64,
-    /// Unix ms when the current `work` call began; 0 when not inside one (or waiting for I/O
-    /// inside it). The watchdog looks for processors busy for too long.
-    busy_since_ms: AtomicU64,
-    note: Mutex<String>,
+    cells: *const Cells,
+    keep: Keep,
+    link: Option<Arc<dyn Link>>,
     /// Set by the runner to stop this processor (reverse start order).
     pub stop: Flag,
     /// This processor's own pause flag (`harmony ctl pause NAME`).
@@ -113,13 +131,14 @@ pub struct Entry {
     /// Every flag whose being set makes this processor wait: its own pause flag, its groups',
     /// and those of the runners above it.
     watch: Vec<Flag>,
-    mailbox: ArrayQueue<Signal>,
-    mail_dropped: AtomicU64,
     accepts: Vec<String>,
     pub waker: Arc<Waker>,
-    metrics: Mutex<Vec<Metric>>,
     registry: Weak<Registry>,
 }
+
+// SAFETY: `cells` points at a `Cells` (atomics only) that `keep` keeps alive.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,6 +156,19 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The parts of an [`Entry`] whose record lives elsewhere (see [`Entry::from_parts`]).
+pub(crate) struct Parts {
+    pub name: String,
+    pub path: String,
+    pub kind: Kind,
+    pub accepts: Vec<String>,
+    pub cells: *const Cells,
+    pub keep: Keep,
+    pub link: Option<Arc<dyn Link>>,
+    pub stop: Flag,
+    pub pause: Flag,
+}
+
 impl Entry {
     pub(crate) fn new(
         registry: &Arc<Registry>,
@@ -147,33 +179,57 @@ impl Entry {
         watch_above: &[Flag],
         accepts: Vec<String>,
     ) -> Arc<Self> {
+        let cells = Cells::new_arc();
+        cells.pid.store(super::cells::my_pid(), Ordering::Relaxed);
+        cells.kind.store(kind.to_u32(), Ordering::Relaxed);
         let pause = Flag::new(name.clone());
-        let mut watch = vec![pause.clone()];
+        let stop = stop.unwrap_or_else(|| Flag::new(format!("{name}.stop")));
+        Self::from_parts(
+            registry,
+            Parts {
+                name,
+                path,
+                kind,
+                accepts,
+                cells: Arc::as_ptr(&cells),
+                keep: Keep::Heap(cells),
+                link: None,
+                stop,
+                pause,
+            },
+            watch_above,
+        )
+    }
+
+    /// An entry over a record that lives elsewhere (a shared-memory region).
+    pub(crate) fn from_parts(
+        registry: &Arc<Registry>,
+        p: Parts,
+        watch_above: &[Flag],
+    ) -> Arc<Self> {
+        let mut watch = vec![p.pause.clone()];
         for f in watch_above {
             if !watch.iter().any(|w| w.same(f)) {
                 watch.push(f.clone());
             }
         }
         let e = Arc::new(Entry {
-            stop: stop.unwrap_or_else(|| Flag::new(format!("{name}.stop"))),
-            pause,
+            stop: p.stop,
+            pause: p.pause,
             watch,
-            name,
-            path,
-            kind,
-            state: AtomicU8::new(ProcState::Starting as u8),
-            since_ms: AtomicU64::new(now_ms()),
-            restarts: AtomicU32::new(0),
-            errors: AtomicU64::new(0),
-            busy_since_ms: AtomicU64::new(0),
-            note: Mutex::new(String::new()),
-            mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
-            mail_dropped: AtomicU64::new(0),
-            accepts,
+            name: p.name,
+            path: p.path,
+            kind: p.kind,
+            cells: p.cells,
+            keep: p.keep,
+            link: p.link,
+            accepts: p.accepts,
             waker: Waker::new(),
-            metrics: Mutex::new(Vec::new()),
             registry: Arc::downgrade(registry),
         });
+        if e.cells().since_ms.load(Ordering::Relaxed) == 0 {
+            e.cells().since_ms.store(now_ms(), Ordering::Relaxed);
+        }
         e.stop.subscribe(&e.waker);
         for f in &e.watch {
             f.subscribe(&e.waker);
@@ -181,69 +237,79 @@ impl Entry {
         e
     }
 
+    #[inline]
+    pub(crate) fn cells(&self) -> &Cells {
+        // SAFETY: see the Send/Sync impls.
+        unsafe { &*self.cells }
+    }
+
     pub fn state(&self) -> ProcState {
-        ProcState::from_u8(self.state.load(Ordering::Acquire))
+        ProcState::from_u8(self.cells().state.load(Ordering::Acquire) as u8)
     }
 
     /// Records a state change and tells the state-file writer. No I/O here.
     pub fn set_state(&self, s: ProcState) {
-        if self.state.swap(s as u8, Ordering::AcqRel) != s as u8 {
-            self.since_ms.store(now_ms(), Ordering::Relaxed);
+        if self.cells().state.swap(s as u32, Ordering::AcqRel) != s as u32 {
+            self.cells().since_ms.store(now_ms(), Ordering::Relaxed);
             self.mark_dirty();
         }
     }
 
     /// Milliseconds since the Unix epoch of the last state change.
     pub fn since_ms(&self) -> u64 {
-        self.since_ms.load(Ordering::Relaxed)
+        self.cells().since_ms.load(Ordering::Relaxed)
     }
 
     pub fn restarts(&self) -> u32 {
-        self.restarts.load(Ordering::Relaxed)
+        self.cells().restarts.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.cells().restarts.fetch_add(1, Ordering::Relaxed);
         self.mark_dirty();
     }
 
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.cells().errors.load(Ordering::Relaxed)
     }
 
     pub fn add_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.cells().errors.fetch_add(1, Ordering::Relaxed);
         self.mark_dirty();
     }
 
     /// Marks the start (`true`) or end (`false`) of a stretch of work that must not take long.
     #[inline]
     pub fn set_busy(&self, busy: bool) {
-        self.busy_since_ms
+        self.cells()
+            .busy
             .store(if busy { now_ms().max(1) } else { 0 }, Ordering::Relaxed);
     }
 
     /// How long the processor has been inside its current piece of work, if it is.
     pub fn busy_for_ms(&self, now: u64) -> Option<u64> {
-        match self.busy_since_ms.load(Ordering::Relaxed) {
+        match self.cells().busy.load(Ordering::Relaxed) {
             0 => None,
             t => Some(now.saturating_sub(t)),
         }
     }
 
     /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").
+    /// Cut to 200 bytes.
     pub fn set_note(&self, note: &str) {
-        let mut n = self.note.lock().unwrap_or_else(|e| e.into_inner());
-        if n.as_str() != note {
-            n.clear();
-            n.push_str(note);
-            drop(n);
+        let n = &self.cells().note;
+        if !n.is(note) && n.set(note) {
             self.mark_dirty();
         }
     }
 
     pub fn note(&self) -> String {
-        self.note.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.cells().note.get()
+    }
+
+    /// The process this processor runs in (0: its process is not running).
+    pub fn pid(&self) -> u32 {
+        self.cells().pid.load(Ordering::Relaxed)
     }
 
     /// Whether any flag this processor watches says "wait".
@@ -258,60 +324,75 @@ impl Entry {
 
     /// The named signals this processor reacts to.
     pub fn accepts(&self, name: &str) -> bool {
-        self.accepts.iter().any(|a| a == name || a == "*")
+        self.accepted().iter().any(|a| a == name || a == "*")
     }
 
-    pub fn accepted(&self) -> &[String] {
-        &self.accepts
+    /// The signals it accepts; for a processor of a child process, as the child said once it
+    /// built the processor.
+    pub fn accepted(&self) -> Vec<String> {
+        if self.link.is_some() {
+            self.cells()
+                .accepts
+                .get()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            self.accepts.clone()
+        }
+    }
+
+    /// What kind of processor it is (for a child process's: as the child built it).
+    pub fn kind_now(&self) -> Kind {
+        Kind::from_u32(self.cells().kind.load(Ordering::Relaxed))
     }
 
     /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full.
     pub fn deliver(&self, sig: Signal) -> Result<(), Signal> {
-        match self.mailbox.push(sig) {
-            Ok(()) => {
-                self.waker.wake();
-                Ok(())
+        if self.cells().post(&sig) {
+            self.waker.wake();
+            if let Some(l) = &self.link {
+                l.mail(self.cells());
             }
-            Err(s) => {
-                self.mail_dropped.fetch_add(1, Ordering::Relaxed);
-                Err(s)
-            }
+            Ok(())
+        } else {
+            self.cells().mail_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(sig)
         }
     }
 
     /// The next signal in the mailbox, if any.
     pub fn take_signal(&self) -> Option<Signal> {
-        self.mailbox.pop()
+        self.cells().take()
     }
 
     pub fn has_mail(&self) -> bool {
-        !self.mailbox.is_empty()
+        self.cells().has_mail()
     }
 
     /// Publishes a named counter; returns the atomic to update (reuses one of the same name).
-    pub fn metric(&self, name: &str) -> Arc<AtomicU64> {
-        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(x) = m.iter().find(|x| x.name == name) {
-            return x.value.clone();
+    /// Names are cut to 40 bytes; past 64 metrics a processor gets counters shown nowhere.
+    pub fn metric(&self, name: &str) -> Counter {
+        match self.cells().metric_slot(name) {
+            Some(v) => Counter::new(v, self.keep.clone()),
+            None => {
+                log::warn!("{}: no room for metric {name}; not shown", self.path);
+                Counter::detached()
+            }
         }
-        let v = Arc::new(AtomicU64::new(0));
-        m.push(Metric {
-            name: name.to_owned(),
-            value: v.clone(),
-        });
-        v
     }
 
     pub fn metrics(&self) -> Vec<(String, u64)> {
-        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        m.iter()
-            .map(|x| (x.name.clone(), x.value.load(Ordering::Relaxed)))
-            .collect()
+        self.cells().metrics()
     }
 
     pub(crate) fn mark_dirty(&self) {
         if let Some(r) = self.registry.upgrade() {
             r.notify_changed();
+        }
+        if let Some(l) = &self.link {
+            l.dirty();
         }
     }
 
@@ -320,7 +401,7 @@ impl Entry {
         EntrySnapshot {
             name: self.name.clone(),
             path: self.path.clone(),
-            kind: self.kind,
+            kind: self.kind_now(),
             state: self.state(),
             since_ms: self.since_ms(),
             restarts: self.restarts(),
@@ -333,9 +414,10 @@ impl Entry {
                 .map(|f| f.name().to_owned())
                 .collect(),
             note: self.note(),
-            signals: self.accepts.clone(),
-            mail_dropped: self.mail_dropped.load(Ordering::Relaxed),
+            signals: self.accepted(),
+            mail_dropped: self.cells().mail_dropped.load(Ordering::Relaxed),
             metrics: self.metrics().into_iter().collect(),
+            pid: self.pid(),
         }
     }
 }
@@ -356,6 +438,9 @@ pub struct EntrySnapshot {
     pub signals: Vec<String>,
     pub mail_dropped: u64,
     pub metrics: std::collections::BTreeMap<String, u64>,
+    /// The process the processor runs in (0: not running).
+    #[serde(default)]
+    pub pid: u32,
 }
 
 impl EntrySnapshot {
@@ -373,6 +458,7 @@ impl EntrySnapshot {
         let _ = writeln!(s, "paused={}", self.paused);
         let _ = writeln!(s, "waiting_on={}", self.waiting_on.join(","));
         let _ = writeln!(s, "note={}", self.note.replace('\n', " "));
+        let _ = writeln!(s, "pid={}", self.pid);
         for (k, v) in &self.metrics {
             let _ = writeln!(s, "metric.{k}={v}");
         }

@@ -40,6 +40,7 @@ use serde::Serialize;
 use self::fs::FileSystem;
 use self::session::Session;
 use self::writer::{FileId, Msg, Writer, WriterStats};
+use crate::concurrency::Counter;
 use crate::concurrency::state::now_ms;
 use crate::concurrency::{BoxError, Context, DropReport, ProcState, Signal};
 use crate::formats::candump::{MAX_LINE, format_line};
@@ -135,14 +136,14 @@ struct QueueDrops {
 }
 
 struct Metrics {
-    bytes_written: Arc<AtomicU64>,
-    records_written: Arc<AtomicU64>,
-    records_dropped: Arc<AtomicU64>,
-    queue_dropped: Arc<AtomicU64>,
-    degraded: Arc<AtomicU64>,
-    disk_free_mb: Arc<AtomicU64>,
-    last_fsync_ms: Arc<AtomicU64>,
-    per_file: Vec<[Arc<AtomicU64>; 3]>,
+    bytes_written: Counter,
+    records_written: Counter,
+    records_dropped: Counter,
+    queue_dropped: Counter,
+    degraded: Counter,
+    disk_free_mb: Counter,
+    last_fsync_ms: Counter,
+    per_file: Vec<[Counter; 3]>,
 }
 
 /// The logger thread's half (see the module docs).

@@ -5,14 +5,14 @@
 //! frames are recorded like any other. The interface going away (HAT unplugged, link down) is
 //! noticed as a read error; the socket is reopened every 2 s at most.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nix::poll::PollTimeout;
 
 use super::Reopen;
 use crate::clock::Stamp;
+use crate::concurrency::Counter;
 use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::can::CanBus;
 use crate::formats::dronecan::{self, NODE_STATUS_ID, Transfer};
@@ -35,11 +35,11 @@ pub struct CanConfig {
 }
 
 struct Metrics {
-    frames: Arc<AtomicU64>,
-    error_frames: Arc<AtomicU64>,
-    to_uplink: Arc<AtomicU64>,
-    reopens: Arc<AtomicU64>,
-    malformed: Arc<AtomicU64>,
+    frames: Counter,
+    error_frames: Counter,
+    to_uplink: Counter,
+    reopens: Counter,
+    malformed: Counter,
 }
 
 /// Frames handled per iteration before the loop checks its flags again.

@@ -13,14 +13,15 @@
 //! every rate in turn, 3 s each, until sentences with valid checksums arrive.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFlags, PollTimeout};
 
 use super::Reopen;
 use crate::clock::Stamp;
+use crate::concurrency::Counter;
 use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::serial::{HUNT_RATES, Uart};
 use crate::formats::nmea::{Event, FixBuilder, Intake, IntakeCounters, Parsed, sentence};
@@ -48,17 +49,17 @@ pub struct GpsConfig {
 }
 
 struct Metrics {
-    sentences: Arc<AtomicU64>,
-    fixes: Arc<AtomicU64>,
-    bad_checksum: Arc<AtomicU64>,
-    no_checksum: Arc<AtomicU64>,
-    overlong: Arc<AtomicU64>,
-    fragments: Arc<AtomicU64>,
-    noise_bytes: Arc<AtomicU64>,
-    unparsed: Arc<AtomicU64>,
-    non_finite: Arc<AtomicU64>,
-    reopens: Arc<AtomicU64>,
-    baud: Arc<AtomicU64>,
+    sentences: Counter,
+    fixes: Counter,
+    bad_checksum: Counter,
+    no_checksum: Counter,
+    overlong: Counter,
+    fragments: Counter,
+    noise_bytes: Counter,
+    unparsed: Counter,
+    non_finite: Counter,
+    reopens: Counter,
+    baud: Counter,
 }
 
 impl Metrics {

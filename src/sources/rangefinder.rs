@@ -6,12 +6,12 @@
 //! note; it is never fatal. When the sensor stops answering for a while (unplugged), the
 //! source drops it and tries to open and initialise it again every 2 s.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Reopen;
 use crate::clock::Stamp;
+use crate::concurrency::Counter;
 use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
 use crate::drivers::{FaultKind, RangeError, Rangefinder};
 use crate::records::RangeRecord;
@@ -30,13 +30,13 @@ pub struct RangeConfig {
 }
 
 struct Metrics {
-    readings: Arc<AtomicU64>,
-    nacks: Arc<AtomicU64>,
-    timeouts: Arc<AtomicU64>,
-    bus_errors: Arc<AtomicU64>,
-    retries: Arc<AtomicU64>,
-    failed_ticks: Arc<AtomicU64>,
-    reopens: Arc<AtomicU64>,
+    readings: Counter,
+    nacks: Counter,
+    timeouts: Counter,
+    bus_errors: Counter,
+    retries: Counter,
+    failed_ticks: Counter,
+    reopens: Counter,
 }
 
 /// The rangefinder source loop (run it with `LoopConfig::every(1 / rate)`).
