@@ -238,3 +238,89 @@ fn second_sigterm_exits_immediately() {
     assert!(matches!(status.code(), Some(0) | Some(143)), "{status:?}");
     let _ = Duration::ZERO;
 }
+
+/// The `pid=` of a processor's state file.
+fn pid_of(run: &std::path::Path, name: &str) -> Option<u32> {
+    harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
+        run, name,
+    ))
+    .ok()
+    .and_then(|m| m.get("pid").and_then(|p| p.parse().ok()))
+}
+
+/// Whether process `pid` exists and is not a zombie (an orphan's zombie waits for whoever
+/// reaps orphans here, which is not the test's business).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Issue #14: `harmony demo --processes` runs its loops in a child process (their pid is the
+/// child's, not harmony's); `harmony ctl` pauses and resumes one of them across the process
+/// boundary; SIGTERM to harmony stops the whole tree through the shared stop flags: exit 0
+/// within the budget, every state file says stopped, no child process is left.
+#[test]
+fn sigterm_stops_process_children_and_none_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = spawn_harmony(d, &["demo", "--data-dir", "data", "--processes"]);
+    let run = d.join("data/run");
+    assert!(
+        wait_until(secs(10), || all_active(&run)),
+        "never became active: {}",
+        stderr_of(d)
+    );
+    let me = child.id();
+    let loops = pid_of(&run, "demo-loops").unwrap();
+    assert!(loops != 0 && loops != me, "demo-loops is a child process");
+    for t in ["tick-1", "tick-2", "tick-3", "tick-4"] {
+        assert_eq!(pid_of(&run, t), Some(loops), "{t} runs in the child");
+    }
+    assert_eq!(pid_of(&run, "demo-consumers"), Some(me));
+
+    let (ok, out, err) = ctl(d, &["pause", "tick-3"]);
+    assert!(ok, "{out}{err}");
+    assert!(wait_until(secs(5), || state_of(&run, "tick-3").as_deref()
+        == Some("waiting")));
+    assert_eq!(state_of(&run, "tick-4").as_deref(), Some("active"));
+    let (ok, out, err) = ctl(d, &["resume", "tick-3"]);
+    assert!(ok, "{out}{err}");
+    assert!(wait_until(secs(5), || state_of(&run, "tick-3").as_deref()
+        == Some("active")));
+    let (ok, out, _) = ctl(d, &["status"]);
+    assert!(ok && out.contains("pid"), "{out}");
+
+    let t0 = Instant::now();
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(3)).expect("exits within the budget");
+    let took = t0.elapsed();
+    assert!(status.success(), "exit {status:?}: {}", stderr_of(d));
+    assert!(took < secs(2), "stop took {took:?}");
+    assert!(!alive(loops), "child process {loops} is gone");
+    for p in PROCS {
+        assert_eq!(state_of(&run, p).as_deref(), Some("stopped"), "{p}");
+    }
+}
+
+/// Issue #14: children never outlive the parent: SIGKILL to harmony (no chance to stop
+/// anything) and its child process dies too.
+#[test]
+fn child_processes_die_with_a_killed_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = spawn_harmony(d, &["demo", "--data-dir", "data", "--processes"]);
+    let run = d.join("data/run");
+    assert!(wait_until(secs(10), || all_active(&run)), "{}", stderr_of(d));
+    let loops = pid_of(&run, "demo-loops").unwrap();
+    assert!(alive(loops));
+    send_signal(&child, Sig::SIGKILL);
+    let _ = child.wait();
+    assert!(
+        wait_until(secs(3), || !alive(loops)),
+        "child {loops} outlived its parent"
+    );
+}
