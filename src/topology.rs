@@ -213,8 +213,7 @@ pub fn build_with(
                 baud,
                 hunt_dwell: crate::sources::gps::HUNT_DWELL,
             },
-            gps_l_tx,
-            gps_u_tx,
+            crate::sources::SourceOutputs::new(gps_l_tx, gps_u_tx),
         );
         sensors.push(Child::new(LoopProcessor::new(src)));
     }
@@ -229,8 +228,7 @@ pub fn build_with(
                 give_up_after: (r.rate_hz / 4).max(5),
             },
             open,
-            rng_l_tx,
-            rng_u_tx,
+            crate::sources::SourceOutputs::new(rng_l_tx, rng_u_tx),
         );
         let cfg = LoopConfig {
             error_budget: ErrorBudget::UNLIMITED,
@@ -263,8 +261,7 @@ pub fn build_with(
                 uplink_ids: c.uplink_ids.clone(),
             },
             input,
-            can_l_tx,
-            can_u_tx,
+            crate::sources::SourceOutputs::new(can_l_tx, can_u_tx),
         );
         sensors.push(Child::new(LoopProcessor::new(src)));
     }

@@ -314,7 +314,11 @@ fn child_processes_die_with_a_killed_parent() {
     let d = dir.path();
     let mut child = spawn_harmony(d, &["demo", "--data-dir", "data", "--processes"]);
     let run = d.join("data/run");
-    assert!(wait_until(secs(10), || all_active(&run)), "{}", stderr_of(d));
+    assert!(
+        wait_until(secs(10), || all_active(&run)),
+        "{}",
+        stderr_of(d)
+    );
     let loops = pid_of(&run, "demo-loops").unwrap();
     assert!(alive(loops));
     send_signal(&child, Sig::SIGKILL);

@@ -261,7 +261,11 @@ fn crash_while_records_flow(how: Crash, cause: &str) {
     registry.request_stop_all(StopReason::Requested("test".into()));
     assert_eq!(h.join().unwrap(), Outcome::Completed);
     assert_eq!(got("bad"), 0, "every record bit-exact");
-    assert_eq!(got("gaps"), 0, "no record missing in either process's sequence");
+    assert_eq!(
+        got("gaps"),
+        0,
+        "no record missing in either process's sequence"
+    );
     assert_eq!(got("dropped"), 0);
     assert_eq!(
         got("received"),

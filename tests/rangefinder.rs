@@ -42,8 +42,7 @@ fn rangefinder_survives_nacks_and_unplugging() {
             give_up_after: 20,
         },
         open,
-        ltx,
-        utx,
+        harmony::sources::SourceOutputs::new(ltx, utx),
     );
     let cfg = LoopConfig {
         error_budget: ErrorBudget::UNLIMITED,

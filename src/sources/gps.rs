@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFlags, PollTimeout};
 
 use super::Reopen;
+use super::SourceOutputs;
 use crate::clock::Stamp;
 use crate::concurrency::Counter;
-use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
+use crate::concurrency::{BoxError, Context, Loop, Step};
 use crate::drivers::serial::{HUNT_RATES, Uart};
 use crate::formats::nmea::{Event, FixBuilder, Intake, IntakeCounters, Parsed, sentence};
 use crate::records::GpsRecord;
@@ -100,24 +101,18 @@ struct Hunt {
 /// The GPS source loop.
 pub struct GpsSource {
     cfg: GpsConfig,
-    to_logger: Producer<GpsRecord>,
-    to_uplink: Producer<GpsRecord>,
+    out: SourceOutputs<GpsRecord>,
     port: Option<Uart>,
     reopen: Reopen,
     intake: Intake,
     fixes: FixBuilder,
     hunt: Option<Hunt>,
     metrics: Option<Metrics>,
-    gauges: Option<[QueueGauge; 2]>,
     buf: Box<[u8; 4096]>,
 }
 
 impl GpsSource {
-    pub fn new(
-        cfg: GpsConfig,
-        to_logger: Producer<GpsRecord>,
-        to_uplink: Producer<GpsRecord>,
-    ) -> Self {
+    pub fn new(cfg: GpsConfig, out: SourceOutputs<GpsRecord>) -> Self {
         let hunt = match cfg.baud {
             Baud::Auto(start) => Some(Hunt {
                 index: HUNT_RATES.iter().position(|&r| r == start).unwrap_or(1),
@@ -128,15 +123,13 @@ impl GpsSource {
         };
         GpsSource {
             cfg,
-            to_logger,
-            to_uplink,
+            out,
             port: None,
             reopen: Reopen::default(),
             intake: Intake::new(),
             fixes: FixBuilder::default(),
             hunt,
             metrics: None,
-            gauges: None,
             buf: Box::new([0; 4096]),
         }
     }
@@ -220,7 +213,7 @@ impl GpsSource {
     /// Handles received bytes; returns whether a valid sentence arrived.
     fn ingest(&mut self, n: usize) -> bool {
         let stamp = Stamp::now();
-        let (logger, uplink, fixes) = (&self.to_logger, &self.to_uplink, &mut self.fixes);
+        let (logger, uplink, fixes) = (&self.out.logger, &self.out.uplink, &mut self.fixes);
         let mut any = false;
         let (mut unparsed, mut non_finite) = (0, 0);
         let mut fix_count = 0;
@@ -318,10 +311,7 @@ impl Loop for GpsSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.gauges = Some([
-            QueueGauge::new(ctx, "logger", &self.to_logger),
-            QueueGauge::new(ctx, "uplink", &self.to_uplink),
-        ]);
+        self.out.publish(ctx);
         self.metrics = Some(Metrics::new(ctx));
         Ok(())
     }
@@ -337,10 +327,7 @@ impl Loop for GpsSource {
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         let step = self.step(ctx);
-        if let Some([l, u]) = &self.gauges {
-            l.update(&self.to_logger);
-            u.update(&self.to_uplink);
-        }
+        self.out.update();
         step
     }
 

@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Reopen;
+use super::SourceOutputs;
 use crate::clock::Stamp;
 use crate::concurrency::Counter;
-use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
+use crate::concurrency::{BoxError, Context, Loop, Step};
 use crate::drivers::{FaultKind, RangeError, Rangefinder};
 use crate::records::RangeRecord;
 
@@ -46,29 +47,20 @@ pub struct RangeSource {
     dev: Option<Box<dyn Rangefinder>>,
     reopen: Reopen,
     failing: u32,
-    to_logger: Producer<RangeRecord>,
-    to_uplink: Producer<RangeRecord>,
+    out: SourceOutputs<RangeRecord>,
     metrics: Option<Metrics>,
-    gauges: Option<[QueueGauge; 2]>,
 }
 
 impl RangeSource {
-    pub fn new(
-        cfg: RangeConfig,
-        open: Opener,
-        to_logger: Producer<RangeRecord>,
-        to_uplink: Producer<RangeRecord>,
-    ) -> Self {
+    pub fn new(cfg: RangeConfig, open: Opener, out: SourceOutputs<RangeRecord>) -> Self {
         RangeSource {
             cfg,
             open,
             dev: None,
             reopen: Reopen::default(),
             failing: 0,
-            to_logger,
-            to_uplink,
+            out,
             metrics: None,
-            gauges: None,
         }
     }
 
@@ -116,10 +108,7 @@ impl Loop for RangeSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.gauges = Some([
-            QueueGauge::new(ctx, "logger", &self.to_logger),
-            QueueGauge::new(ctx, "uplink", &self.to_uplink),
-        ]);
+        self.out.publish(ctx);
         self.metrics = Some(Metrics {
             readings: ctx.metric("readings"),
             nacks: ctx.metric("nacks"),
@@ -134,10 +123,7 @@ impl Loop for RangeSource {
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         // Queue fill as of the previous iteration: once per iteration, not per record.
-        if let Some([l, u]) = &self.gauges {
-            l.update(&self.to_logger);
-            u.update(&self.to_uplink);
-        }
+        self.out.update();
         let now = Instant::now();
         if self.dev.is_none() {
             if !self.reopen.due(now) {
@@ -159,8 +145,8 @@ impl Loop for RangeSource {
                             strength: r.strength,
                             status: r.status,
                         };
-                        self.to_logger.push(rec);
-                        self.to_uplink.push(rec);
+                        self.out.logger.push(rec);
+                        self.out.uplink.push(rec);
                         if let Some(m) = &self.metrics {
                             m.readings.fetch_add(1, Ordering::Relaxed);
                         }
