@@ -26,6 +26,8 @@ pub trait Remote: Send + Sync {
 struct Mirror {
     word: *const AtomicU32,
     remote: Arc<dyn Remote>,
+    /// What this process last wrote there: a different value was written by another process.
+    last: u32,
 }
 
 struct Inner {
@@ -87,12 +89,31 @@ impl Flag {
     /// `word` must stay valid as long as `remote` is alive.
     pub unsafe fn add_mirror(&self, word: *const AtomicU32, remote: Arc<dyn Remote>) {
         let mut m = self.0.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        let v = self.word().load(Ordering::Acquire);
         // SAFETY: per this function's contract.
-        unsafe { &*word }.store(self.word().load(Ordering::Acquire), Ordering::Release);
-        m.push(Mirror { word, remote });
+        unsafe { &*word }.store(v, Ordering::Release);
+        m.push(Mirror {
+            word,
+            remote,
+            last: v,
+        });
     }
 
-    /// Takes the value a child process wrote into a mirror of this flag.
+    /// The value another process wrote into mirror `word` since this process last wrote it,
+    /// if any. Mirrors are written under the same lock, so a change of ours still on its way
+    /// into the mirror is never mistaken for someone else's.
+    pub fn foreign_write(&self, word: *const AtomicU32) -> Option<bool> {
+        let mut m = self.0.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        let x = m.iter_mut().find(|x| std::ptr::eq(x.word, word))?;
+        // SAFETY: kept valid by `x.remote` (see `add_mirror`).
+        let now = unsafe { &*x.word }.load(Ordering::Acquire);
+        (now != x.last).then(|| {
+            x.last = now;
+            now != 0
+        })
+    }
+
+    /// Takes the value another process wrote into a mirror of this flag.
     pub fn import(&self, v: bool) -> bool {
         self.store(v)
     }
@@ -100,12 +121,6 @@ impl Flag {
     /// The word itself (for finding which region slot backs a flag).
     pub fn word_ptr(&self) -> *const AtomicU32 {
         self.0.word
-    }
-
-    /// Whether this flag copies itself into `word`.
-    pub fn mirrors_into(&self, word: *const AtomicU32) -> bool {
-        let m = self.0.mirrors.lock().unwrap_or_else(|e| e.into_inner());
-        m.iter().any(|x| std::ptr::eq(x.word, word))
     }
 
     #[inline]
@@ -140,11 +155,12 @@ impl Flag {
             {
                 // Under the lock, and with the value as it is now: concurrent changes leave
                 // every mirror with the last value.
-                let m = self.0.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+                let mut m = self.0.mirrors.lock().unwrap_or_else(|e| e.into_inner());
                 let now = self.word().load(Ordering::SeqCst);
-                for x in m.iter() {
+                for x in m.iter_mut() {
                     // SAFETY: kept valid by `x.remote` (see `add_mirror`).
                     unsafe { &*x.word }.store(now, Ordering::SeqCst);
+                    x.last = now;
                     x.remote.changed();
                 }
             }
@@ -213,6 +229,35 @@ mod tests {
         assert!(f.set());
         assert!(!f.set(), "second set is not a change");
         assert!(h.join().unwrap());
+    }
+
+    struct Nobody;
+    impl Remote for Nobody {
+        fn changed(&self) {}
+    }
+
+    /// Issue #14: a change another process made to a mirror is taken; our own change on its
+    /// way into the mirror is not mistaken for one (it would undo a pause).
+    #[test]
+    fn mirrors_tell_foreign_writes_from_our_own() {
+        let f = Flag::new("all");
+        let word = Box::new(AtomicU32::new(7));
+        // SAFETY: `word` outlives the flag's use in this test.
+        unsafe { f.add_mirror(&*word, Arc::new(Nobody)) };
+        assert_eq!(
+            word.load(Ordering::Relaxed),
+            0,
+            "the mirror takes our value"
+        );
+        assert_eq!(f.foreign_write(&*word), None);
+        f.set();
+        assert_eq!(word.load(Ordering::Relaxed), 1);
+        assert_eq!(f.foreign_write(&*word), None, "our own write");
+        word.store(0, Ordering::Relaxed); // a child clears it
+        assert_eq!(f.foreign_write(&*word), Some(false));
+        f.import(false);
+        assert!(!f.is_set());
+        assert_eq!(f.foreign_write(&*word), None);
     }
 
     #[test]

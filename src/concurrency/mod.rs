@@ -1,5 +1,5 @@
 //! The concurrency framework: the Python seed's processors, runners, events and pools, rebuilt
-//! on plain threads and atomics.
+//! on threads, processes and atomics.
 //!
 //! | seed                                  | here                                             |
 //! |---------------------------------------|--------------------------------------------------|
@@ -7,10 +7,16 @@
 //! | `LoopProcessor`                       | [`Loop`] + [`LoopProcessor`]                     |
 //! | `stop_event`, `waiting_event`         | [`Flag`]: one atomic plus wake-ups               |
 //! | `ProcessorsRunner` (nested)           | [`Runner`], with a restart [`Policy`]            |
+//! | `multitasking_type` (THREADS/PROCESSES) | [`Multitasking`]; processes: [`process`], [`shm`], [`ring`] |
 //! | `set_events_to_processors`            | runners hand stop and waiting flags to children  |
 //! | `SignalContext` user signals          | [`Signal`]s in each processor's mailbox          |
 //! | `StateInFile`                         | [`Entry`] atomics, written out by `control`      |
 //! | `WorkerThreadPool`                    | [`WorkerPool`]                                   |
+//!
+//! A runner's children are threads of its process or processes of their own ([`process`]):
+//! a child process shares its subtree's state entries, flags, mailboxes and record rings with
+//! its parent through one shared-memory [`shm::Region`]; the fixed layout of an entry is
+//! [`cells::Cells`], the same on the heap and in shared memory.
 //!
 //! Nothing here polls. A thread with nothing to do is parked (or in `poll(2)`) and is woken by
 //! whatever it waits for: a flag change, a signal in its mailbox, a record in its queue, a

@@ -1122,8 +1122,7 @@ impl Region {
                 for (i, f) in l.flags.iter().enumerate() {
                     if let Some(f) = f {
                         if l.mirrored[i] {
-                            let v = self.map.flag_slot(i).word.load(Ordering::Acquire) != 0;
-                            if v != f.is_set() {
+                            if let Some(v) = f.foreign_write(&self.map.flag_slot(i).word) {
                                 imports.push((f.clone(), v));
                             }
                         } else {
