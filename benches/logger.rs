@@ -53,7 +53,9 @@ fn logger_path(dir: &std::path::Path) -> f64 {
         has_range: false,
         ..Default::default()
     };
-    let backend = LoggerBackend::new(cfg, session.clone(), Arc::new(RealFs));
+    let (hk, pool) =
+        harmony::concurrency::Housekeeping::new("housekeeping", 1, Duration::from_secs(1));
+    let backend = LoggerBackend::new(cfg, session.clone(), Arc::new(RealFs), &hk);
     let sink = SinkLoop::new(
         "logger",
         SinkInputs {
@@ -68,7 +70,9 @@ fn logger_path(dir: &std::path::Path) -> f64 {
         start_active: false,
         ..Default::default()
     };
-    let mut root = Runner::new("root").child(LoopProcessor::with_config(sink, paused));
+    let mut root = Runner::new("root")
+        .child(pool)
+        .child(LoopProcessor::with_config(sink, paused));
     let reg = Registry::new();
     let r2 = reg.clone();
     let h = std::thread::spawn(move || run_tree(&r2, &mut root));

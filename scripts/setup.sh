@@ -35,6 +35,8 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 { command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null; } || missing+=(systemd)
 command -v file >/dev/null || missing+=(file)
+# strace (issue #11): tests/syscalls.rs checks which thread touches the card, and in what order.
+command -v strace >/dev/null || missing+=(strace)
 # gpsd and gpsfake (issue #15): tests/gpsd_compare.rs checks the GPS fixes against gpsd's.
 { [ -x /usr/sbin/gpsd ] || command -v gpsd >/dev/null; } || missing+=(gpsd)
 command -v gpsfake >/dev/null || missing+=(gpsd-clients)

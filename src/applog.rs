@@ -5,12 +5,21 @@
 //! queue drops the message and counts it, so a logging call never blocks a sensor thread. One
 //! sink thread drains the queue and hands each message to simplelog, which writes it to the log
 //! file and to stderr. The sink reports how many messages were dropped.
+//!
+//! Start-up comes before the sink: the board is read and the topology built (the uplink warns
+//! about a missing signing key, an unreadable signing state, or its own failure to start)
+//! before the session directory that holds the log file is known. [`capture_early`] installs
+//! the queue logger at once, so those messages wait in the same bounded queue (dropped and
+//! counted beyond [`QUEUE_CAPACITY`], like any other); [`LogSink::install`] then takes the
+//! queue over and writes them first, filtered by the level finally chosen. If the process gives
+//! up before a sink exists, dropping the [`EarlyLog`] guard prints them to stderr, so a
+//! warning is never lost unseen.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -67,7 +76,34 @@ struct Shared {
     bell: Doorbell,
     dropped: AtomicU64,
     closed: AtomicBool,
-    level: LevelFilter,
+    /// A `LevelFilter` as usize: raised or lowered when the sink takes over the early queue.
+    level: AtomicUsize,
+    /// A sink thread has taken the queue (only one ever does).
+    sink_taken: AtomicBool,
+}
+
+impl Shared {
+    fn new(level: LevelFilter) -> Self {
+        Shared {
+            queue: ArrayQueue::new(QUEUE_CAPACITY),
+            bell: Doorbell::default(),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            level: AtomicUsize::new(level as usize),
+            sink_taken: AtomicBool::new(false),
+        }
+    }
+
+    fn level(&self) -> LevelFilter {
+        match self.level.load(Ordering::Relaxed) {
+            0 => LevelFilter::Off,
+            1 => LevelFilter::Error,
+            2 => LevelFilter::Warn,
+            3 => LevelFilter::Info,
+            4 => LevelFilter::Debug,
+            _ => LevelFilter::Trace,
+        }
+    }
 }
 
 /// The `log::Log` implementation: never blocks.
@@ -77,7 +113,7 @@ struct QueueLogger {
 
 impl Log for QueueLogger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= self.s.level
+        m.level() <= self.s.level()
     }
 
     fn log(&self, r: &Record<'_>) {
@@ -134,6 +170,53 @@ pub enum LogError {
 
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 
+/// The process's queue logger, installed on first call (at `level`).
+fn shared(level: LevelFilter) -> Result<&'static Arc<Shared>, LogError> {
+    let mut fresh = false;
+    let s = SHARED.get_or_init(|| {
+        fresh = true;
+        Arc::new(Shared::new(level))
+    });
+    if fresh {
+        log::set_boxed_logger(Box::new(QueueLogger { s: s.clone() }))
+            .map_err(|_| LogError::AlreadyInstalled)?;
+        log::set_max_level(level);
+    }
+    Ok(s)
+}
+
+/// Keeps messages logged before the sink exists; see the module docs.
+#[must_use = "dropping the guard ends the early capture (printing what it kept to stderr)"]
+pub struct EarlyLog {
+    shared: Option<&'static Arc<Shared>>,
+}
+
+/// Starts keeping log messages (up to `level`) until [`LogSink::install`] writes them. Call
+/// first thing in a command that will install a sink.
+pub fn capture_early(level: LevelFilter) -> EarlyLog {
+    EarlyLog {
+        shared: shared(level).ok(),
+    }
+}
+
+impl Drop for EarlyLog {
+    /// No sink took over (start-up failed): what was kept goes to stderr, and so does anything
+    /// logged from now on.
+    fn drop(&mut self) {
+        let Some(s) = self.shared else { return };
+        if s.sink_taken.load(Ordering::Acquire) {
+            return;
+        }
+        s.closed.store(true, Ordering::Release);
+        let level = s.level();
+        while let Some(m) = s.queue.pop() {
+            if m.level <= level {
+                eprintln!("{}", line(&m));
+            }
+        }
+    }
+}
+
 /// The running sink thread; [`LogSink::shutdown`] drains and stops it.
 pub struct LogSink {
     shared: Arc<Shared>,
@@ -164,20 +247,14 @@ fn open_file(path: &Path) -> Result<File, LogError> {
 }
 
 impl LogSink {
-    /// Installs the queue logger as the process's logger and starts the sink thread writing to
+    /// Installs the queue logger as the process's logger (or takes over the one
+    /// [`capture_early`] installed, with what it kept) and starts the sink thread writing to
     /// `file` (if any) and, when `stderr` is set, to standard error.
     pub fn install(
         level: LevelFilter,
         file: Option<&Path>,
         stderr: bool,
     ) -> Result<Self, LogError> {
-        let shared = Arc::new(Shared {
-            queue: ArrayQueue::new(QUEUE_CAPACITY),
-            bell: Doorbell::default(),
-            dropped: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            level,
-        });
         let mut outputs: Vec<Box<dyn SharedLogger>> = Vec::new();
         if let Some(p) = file {
             outputs.push(WriteLogger::new(level, simple_config(), open_file(p)?));
@@ -185,11 +262,11 @@ impl LogSink {
         if stderr {
             outputs.push(WriteLogger::new(level, simple_config(), io::stderr()));
         }
-        if SHARED.set(shared.clone()).is_err() {
+        let shared = shared(level)?.clone();
+        if shared.sink_taken.swap(true, Ordering::AcqRel) {
             return Err(LogError::AlreadyInstalled);
         }
-        log::set_boxed_logger(Box::new(QueueLogger { s: shared.clone() }))
-            .map_err(|_| LogError::AlreadyInstalled)?;
+        shared.level.store(level as usize, Ordering::Relaxed);
         log::set_max_level(level);
         crate::concurrency::shm::set_log_forwarder(forward_child);
         let out = Arc::new(Mutex::new(CombinedLogger::new(outputs)));
@@ -250,7 +327,7 @@ fn forward_child(r: &crate::concurrency::shm::LogRec) {
     let Some(s) = SHARED.get() else {
         return;
     };
-    if r.level() > s.level {
+    if r.level() > s.level() {
         return;
     }
     let mut m = Msg {
@@ -297,8 +374,12 @@ fn write_out(out: &Mutex<Box<CombinedLogger>>, m: &Msg) {
 fn sink_loop(s: &Shared, stop: &AtomicBool, out: &Mutex<Box<CombinedLogger>>) {
     let mut reported = 0u64;
     loop {
+        // The level test matters for messages kept from before the sink (captured wider).
+        let level = s.level();
         while let Some(m) = s.queue.pop() {
-            write_out(out, &m);
+            if m.level <= level {
+                write_out(out, &m);
+            }
         }
         let dropped = s.dropped.load(Ordering::Relaxed);
         if dropped != reported {

@@ -1,6 +1,7 @@
-//! `harmony`: the firmware binary. Parses the command line, installs signal handlers before any
-//! thread starts, hands over to the library, and maps the result to an exit code:
-//! 0 stopped as asked, 1 a processor failed, 2 bad usage or configuration.
+//! `harmony`: the firmware binary. Parses the command line, installs the firmware's signal
+//! handlers before any thread starts (for `run` and `demo` only), hands over to the library,
+//! and maps the result to an exit code: 0 stopped as asked, 1 a processor failed, 2 bad usage
+//! or configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,17 +115,18 @@ enum CtlAction {
     },
 }
 
+/// The firmware's signal handlers (SIGTERM/SIGINT stop the tree, SIGHUP rotates, SIGUSR1/2
+/// pause and resume), for `run` and `demo` only, installed before any thread exists. Every
+/// other command keeps the default actions, so Ctrl-C, SIGTERM or SIGHUP end `harmony log tail
+/// --follow` and `ctl` (issue #17); the TUIs handle their own.
+fn firmware_signals() -> Result<Installed> {
+    app::install_signals().context("cannot install signal handlers")
+}
+
 fn main() -> ExitCode {
-    // A child process of the firmware (a process subtree) runs its subtree and exits here.
+    // A child process of the firmware (a process subtree) runs its subtree and exits here,
+    // before anything else happens in this process.
     harmony::concurrency::process::child_main_if_requested(&harmony::builders());
-    // Signal handlers first, before any thread exists.
-    let signals = match app::install_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("harmony: cannot install signal handlers: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Run(Where {
         board: None,
@@ -132,7 +134,7 @@ fn main() -> ExitCode {
         run_dir: None,
         log_level: None,
     })) {
-        Cmd::Run(at) => run_firmware(&at, signals),
+        Cmd::Run(at) => firmware_signals().and_then(|signals| run_firmware(&at, signals)),
         Cmd::Demo {
             at,
             loops,
@@ -141,15 +143,17 @@ fn main() -> ExitCode {
             start_waiting,
             stall_after_ms,
             processes,
-        } => run_tree(&at, signals, |_| {
-            Ok(demo::topology(&DemoOptions {
-                loops,
-                period: Duration::from_millis(period_ms),
-                pools: !no_pools,
-                start_waiting,
-                stall_after: stall_after_ms.map(Duration::from_millis),
-                processes,
-            }))
+        } => firmware_signals().and_then(|signals| {
+            run_tree(&at, signals, |_| {
+                Ok(demo::topology(&DemoOptions {
+                    loops,
+                    period: Duration::from_millis(period_ms),
+                    pools: !no_pools,
+                    start_waiting,
+                    stall_after: stall_after_ms.map(Duration::from_millis),
+                    processes,
+                }))
+            })
         }),
         Cmd::Ctl {
             run_dir,
@@ -227,6 +231,8 @@ fn run_with(
 
 /// `harmony run`: the firmware topology, logging into a new session directory.
 fn run_firmware(at: &Where, signals: Installed) -> Result<u8> {
+    // Keep what is logged before the log file exists (board, topology); the sink writes it.
+    let _early = harmony::applog::capture_early(at.log_level.unwrap_or(log::LevelFilter::Debug));
     let board = load_board(at)?;
     let session = harmony::logger::session::Session::create(&board.board.data_dir)?;
     let log_file = session.dir.join("harmony.log");
@@ -240,6 +246,7 @@ fn run_tree(
     signals: Installed,
     build: impl FnOnce(&Board) -> Result<Runner>,
 ) -> Result<u8> {
+    let _early = harmony::applog::capture_early(at.log_level.unwrap_or(log::LevelFilter::Debug));
     let board = load_board(at)?;
     std::fs::create_dir_all(&board.board.data_dir).with_context(|| {
         format!(

@@ -4,6 +4,7 @@
 //! harmony                      root runner: stop all on failure
 //! ├── sim                      simulated devices (sim board only)
 //! │   └── gps-sim
+//! ├── housekeeping             worker pool: manifest, free-space floor, signing-state saves
 //! ├── logger                   sink: drains every source's logger queue
 //! ├── uplink                   sink: drains every source's uplink queue
 //! └── sensors                  runner: restarts a failed source (5 in 60 s)
@@ -12,8 +13,9 @@
 //!     └── can
 //! ```
 //! Ordered start brings the sinks up before the sources; reverse-order stop stops the sources
-//! first, so the sinks drain everything that was accepted. Each source has one bounded queue
-//! per sink, sized by the board (default: 2 s of the source's worst case).
+//! first, so the sinks drain everything that was accepted; the housekeeping pool stops after
+//! the sinks, so their final manifest and signing state are saved. Each source has one bounded
+//! queue per sink, sized by the board (default: 2 s of the source's worst case).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,8 +55,6 @@ pub enum TopologyError {
     Replay(#[from] crate::formats::candump::DumpError),
     #[error("{0}")]
     Uplink(crate::uplink::UplinkError),
-    #[error("uplink: cannot start the signing-state saver: {0}")]
-    Saver(std::io::Error),
 }
 
 /// Handles on the simulated devices (for tests and fault injection).
@@ -68,10 +68,14 @@ pub struct SimHandles {
 pub struct Topology {
     pub root: Runner,
     pub sim: SimHandles,
-    /// Saves the uplink's signing state off the uplink's thread, and once more when dropped
-    /// (after the tree stopped). To become a periodic housekeeping job.
-    pub signing_saver: Option<crate::uplink::persist::SaverThread>,
 }
+
+/// Workers of the housekeeping pool: one job may stall on the card while another runs.
+pub const HOUSEKEEPING_WORKERS: usize = 2;
+/// The housekeeping manager's interval (the finest period of a periodic job).
+pub const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+/// How often the signing state is looked at (written only when the uplink published a new one).
+pub const SIGNING_SAVE_CHECK: Duration = Duration::from_secs(1);
 
 /// How long a sink sleeps between batches when records keep coming.
 pub const SINK_BATCH: Duration = Duration::from_millis(10);
@@ -181,6 +185,11 @@ pub fn build_with(
     let (can_u_tx, can_u_rx) = queue::<CanRecord>(sizes.can_uplink, "can->uplink");
 
     let mut handles = SimHandles::default();
+    let (housekeeping, hk_pool) = crate::concurrency::Housekeeping::new(
+        "housekeeping",
+        HOUSEKEEPING_WORKERS,
+        HOUSEKEEPING_TICK,
+    );
     let mut sim = Runner::new("sim");
     let mut sensors = Runner::new("sensors").policy(Policy::Restart(RestartPolicy {
         max_restarts: 5,
@@ -275,7 +284,7 @@ pub fn build_with(
         Some(s) => Box::new(LoopProcessor::new(SinkLoop::new(
             "logger",
             logger_inputs,
-            LoggerBackend::new(board.logger_config(), s, fs),
+            LoggerBackend::new(board.logger_config(), s, fs, &housekeeping),
             SINK_BATCH,
         ))),
         None => Box::new(LoopProcessor::new(SinkLoop::new(
@@ -291,29 +300,19 @@ pub fn build_with(
         can: can_u_rx,
     };
     let fc_node = board.can.as_ref().and_then(|c| c.flight_controller_node);
-    let mut signing_saver = None;
     let uplink: Box<dyn Processor> = match &board.uplink {
         Some(u) => match crate::uplink::build(u, &board.board.data_dir, uplink_inputs, fc_node) {
             Ok(b) => {
                 if let Some(p) = b.persister {
-                    let every = Duration::from_secs(1);
-                    signing_saver = Some(
-                        crate::uplink::persist::SaverThread::spawn(p, every)
-                            .map_err(TopologyError::Saver)?,
-                    );
+                    crate::uplink::persist::add_job(p, &housekeeping, SIGNING_SAVE_CHECK);
                 }
                 b.processor
             }
             Err((e, _)) if e.is_board_error() => return Err(TopologyError::Uplink(e)),
-            Err((e, inputs)) => {
-                log::warn!("uplink: {e}; counting its records instead");
-                Box::new(LoopProcessor::new(SinkLoop::new(
-                    "uplink",
-                    inputs,
-                    Counting::default(),
-                    SINK_BATCH,
-                )))
-            }
+            // Not the board's fault: record without it, shown as failed (issue #11).
+            Err((e, inputs)) => Box::new(LoopProcessor::new(
+                crate::sinks::standin::FailedSink::new("uplink", inputs, e.to_string(), SINK_BATCH),
+            )),
         },
         None => Box::new(LoopProcessor::new(SinkLoop::new(
             "uplink",
@@ -328,14 +327,11 @@ pub fn build_with(
         root = root.child(sim);
     }
     root = root
+        .child(hk_pool)
         .with_child(Child::boxed(logger))
         .with_child(Child::boxed(uplink));
     if !sensors.is_empty() {
         root = root.child(sensors);
     }
-    Ok(Topology {
-        root,
-        sim: handles,
-        signing_saver,
-    })
+    Ok(Topology { root, sim: handles })
 }

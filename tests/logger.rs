@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{secs, wait_until};
 use harmony::clock::Stamp;
 use harmony::concurrency::{
-    BoxError, Context, Loop, LoopConfig, LoopProcessor, Origin, Outcome, Producer, Registry,
-    Runner, Signal, Step, StopReason, queue, run_tree,
+    BoxError, Context, Housekeeping, Loop, LoopConfig, LoopProcessor, Origin, Outcome, Producer,
+    Registry, Runner, Signal, Step, StopReason, queue, run_tree,
 };
 use harmony::formats::candump::record_from_frame;
 use harmony::formats::csv::{parse_fix, parse_range};
@@ -53,7 +53,8 @@ fn start_logger(
     let (rt, rr) = queue(1 << 16, "rangefinder->logger");
     let (ct, cr) = queue(can_capacity, "can->logger");
     let session = Session::create(data).unwrap();
-    let backend = LoggerBackend::new(cfg, session.clone(), fs);
+    let (hk, pool) = Housekeeping::new("housekeeping", 2, Duration::from_millis(100));
+    let backend = LoggerBackend::new(cfg, session.clone(), fs, &hk);
     let sink = SinkLoop::new(
         "logger",
         SinkInputs {
@@ -64,7 +65,10 @@ fn start_logger(
         backend,
         Duration::from_millis(10),
     );
-    let mut root = Runner::new("root").child(LoopProcessor::new(sink));
+    // The housekeeping pool first: it stops after the logger and writes its last manifest.
+    let mut root = Runner::new("root")
+        .child(pool)
+        .child(LoopProcessor::new(sink));
     let feeds = match extra {
         Some(f) => {
             root.push(harmony::concurrency::Child::boxed(f(ct)));
@@ -281,6 +285,42 @@ fn files_read_back_record_for_record() {
     for r in harmony::logtools::check::check_session(&session.dir, false).unwrap() {
         assert!(r.ok() && r.torn.is_none(), "{r:?}");
     }
+    // Issue #11: the closed manifest is made after the final flush: nothing dropped, so every
+    // file says written == received, and the sizes are the files' sizes on disk.
+    let m = manifest(&session.dir);
+    assert!(m.closed && !m.degraded, "{m:?}");
+    let want = [
+        ("can", frames.len()),
+        ("gps", sentences.len()),
+        ("gps-fix", fixes.len()),
+        ("rangefinder", ranges.len()),
+    ];
+    for (file, n) in want {
+        let r = m.records.iter().find(|r| r.file == file).unwrap();
+        assert_eq!(
+            (r.received, r.written, r.dropped_disk),
+            (n as u64, n as u64, 0),
+            "{file}: received, written, dropped"
+        );
+    }
+    for f in &m.files {
+        let len = std::fs::metadata(session.dir.join(&f.name)).unwrap().len();
+        assert_eq!(f.bytes, len, "{}", f.name);
+    }
+    for t in &m.segments {
+        assert_eq!((t.count, t.first_listed), (1, 0), "{t:?}");
+        let on_disk: u64 = m
+            .files
+            .iter()
+            .filter(|f| f.name.starts_with(&format!("{}.", t.file)))
+            .map(|f| f.bytes)
+            .sum();
+        assert_eq!(t.bytes, on_disk, "{t:?}");
+    }
+}
+
+fn manifest(dir: &Path) -> harmony::logger::Manifest {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// Issue #4: files rotate by size and on the `rotate` signal (SIGHUP's), with segment numbers in
@@ -591,7 +631,8 @@ fn sessions_without_a_clock_are_numbered_and_gps_time_is_recorded() {
     let b = Session::create_at(dir.path(), early).unwrap();
     assert_eq!((a.name.as_str(), b.name.as_str()), ("sess001", "sess002"));
     assert!(!a.clock_valid);
-    let backend = LoggerBackend::new(LoggerConfig::default(), b.clone(), Arc::new(RealFs));
+    let (hk, pool) = Housekeeping::new("housekeeping", 1, Duration::from_millis(100));
+    let backend = LoggerBackend::new(LoggerConfig::default(), b.clone(), Arc::new(RealFs), &hk);
     let (gt, gr) = queue(64, "gps");
     let (_rt, rr) = queue(16, "r");
     let (_ct, cr) = queue(16, "c");
@@ -605,7 +646,9 @@ fn sessions_without_a_clock_are_numbered_and_gps_time_is_recorded() {
         backend,
         Duration::from_millis(10),
     );
-    let mut root = Runner::new("root").child(LoopProcessor::new(sink));
+    let mut root = Runner::new("root")
+        .child(pool)
+        .child(LoopProcessor::new(sink));
     let reg = Registry::new();
     let r2 = reg.clone();
     let h = std::thread::spawn(move || run_tree(&r2, &mut root));
@@ -635,4 +678,368 @@ fn sessions_without_a_clock_are_numbered_and_gps_time_is_recorded() {
         serde_json::from_slice(&std::fs::read(b.dir.join("manifest.json")).unwrap()).unwrap();
     assert!(!m.clock_valid_at_start && m.closed);
     assert!(m.gps_time.is_some());
+}
+
+/// Issue #11: rotation requests are rate-limited at the logger's mailbox, whichever way they
+/// come: of ten requests in a burst (radio, control socket, SIGHUP's `hup`) one rotates, nine
+/// are refused at once with a reason (what the control socket and the radio's ACK report),
+/// counted in `rotations_refused`; a second later one is taken again. On the old code every
+/// request rotated every file.
+#[test]
+fn rotation_requests_are_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lg, feeds) = start_logger(
+        dir.path(),
+        LoggerConfig::default(),
+        Arc::new(RealFs),
+        1 << 16,
+        None,
+    );
+    let origins = [Origin::Ground, Origin::Control, Origin::Os];
+    let mut results = Vec::new();
+    for i in 0..10 {
+        let name = if i % 3 == 2 { "hup" } else { "rotate" };
+        let sig = Signal::new(name, origins[i % 3]).unwrap();
+        results.push(lg.registry.send_signal(sig, Some("logger")));
+    }
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    for r in &results[1..] {
+        let e = r.as_ref().unwrap_err();
+        assert!(
+            matches!(e, harmony::concurrency::LookupError::RateLimited { .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("at most once every 1000 ms"), "{e}");
+    }
+    // Broadcast (SIGHUP's way) is refused the same way.
+    let e = lg
+        .registry
+        .send_signal(Signal::new("hup", Origin::Os).unwrap(), None)
+        .unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert!(wait_until(secs(5), || lg.metric("rotations_refused") == 10));
+    std::thread::sleep(Duration::from_millis(1100));
+    lg.registry
+        .send_signal(Signal::new("rotate", Origin::Control).unwrap(), None)
+        .unwrap();
+    for f in &can_inputs()[..10] {
+        assert!(feeds.can.push(*f));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let session = lg.stop();
+    assert_eq!(segments(&session.dir, CAN).len(), 3, "two rotations taken");
+    let events = std::fs::read_to_string(session.dir.join("events.log")).unwrap();
+    assert_eq!(events.matches("rotate file=can.").count(), 2, "{events}");
+}
+
+/// A file system whose syncs fail with EIO while `fail` is set (a failing card).
+struct FaultFs {
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct FaultFile {
+    inner: Box<dyn LogFile>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(nix::libc::EIO)
+}
+
+impl LogFile for FaultFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(eio());
+        }
+        self.inner.sync()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+impl FileSystem for FaultFs {
+    fn open_append(&self, path: &Path) -> io::Result<(Box<dyn LogFile>, u64)> {
+        let (f, len) = RealFs.open_append(path)?;
+        Ok((
+            Box::new(FaultFile {
+                inner: f,
+                fail: self.fail.clone(),
+            }),
+            len,
+        ))
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(eio());
+        }
+        RealFs.sync_dir(dir)
+    }
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64> {
+        RealFs.free_bytes(dir)
+    }
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        RealFs.write_atomic(path, data)
+    }
+}
+
+/// Issue #11: an fsync that fails (EIO from a fault-injecting file backend behind the
+/// writer's `FileSystem` trait) degrades the logger: `degraded` and `fsync_errors` in its
+/// metrics, DEGRADED in its note, its error count, a `degraded cause=fsync` line in events.log;
+/// records keep being written; when syncs work again it resumes and says so. On the old code
+/// the error was ignored: none of this happened.
+#[test]
+fn fsync_errors_degrade_the_logger() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fs = Arc::new(FaultFs { fail: fail.clone() });
+    let cfg = LoggerConfig {
+        fsync: harmony::logger::FsyncPolicy::Interval(Duration::from_millis(100)),
+        ..LoggerConfig::default()
+    };
+    let (lg, feeds) = start_logger(dir.path(), cfg, fs, 1 << 16, None);
+    let frames = can_inputs();
+    let entry = lg.registry.find("logger").unwrap();
+    for f in &frames[..100] {
+        assert!(feeds.can.push(*f));
+    }
+    assert!(wait_until(secs(5), || lg.metric("can_written") == 100));
+    assert_eq!(lg.metric("degraded"), 0);
+
+    fail.store(true, Ordering::SeqCst);
+    for f in &frames[100..200] {
+        assert!(feeds.can.push(*f));
+    }
+    assert!(
+        wait_until(secs(5), || lg.metric("degraded") == 1
+            && lg.metric("fsync_errors") > 0
+            && entry.note().contains("DEGRADED")),
+        "degraded {} fsync_errors {} note {:?}",
+        lg.metric("degraded"),
+        lg.metric("fsync_errors"),
+        entry.note()
+    );
+    assert!(entry.note().contains("fsync"), "{}", entry.note());
+    assert!(entry.errors() > 0, "counted in the processor's errors");
+    // The writes themselves still work: records are not dropped for a failed sync.
+    assert!(wait_until(secs(5), || lg.metric("can_written") == 200));
+
+    fail.store(false, Ordering::SeqCst);
+    for f in &frames[200..300] {
+        assert!(feeds.can.push(*f));
+    }
+    assert!(wait_until(secs(5), || lg.metric("degraded") == 0));
+    let session = lg.stop();
+    let events = std::fs::read_to_string(session.dir.join("events.log")).unwrap();
+    assert!(
+        events.contains(" degraded cause=fsync file=can.000.log"),
+        "{events}"
+    );
+    assert!(events.contains("(os error 5)"), "EIO named: {events}");
+    assert!(events.contains(" resumed "), "{events}");
+    let m = manifest(&session.dir);
+    assert!(m.fsync_errors > 0 && !m.degraded, "{m:?}");
+}
+
+/// Issue #11: the session directory could not be synced when it was made: the logger starts
+/// degraded and says so in events.log, then resumes at the first good sync.
+#[test]
+fn a_failed_session_directory_sync_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::create(dir.path()).unwrap();
+    assert_eq!(session.sync_error, None);
+    session.sync_error = Some("cannot sync /data: Input/output error".into());
+    let (hk, pool) = Housekeeping::new("housekeeping", 1, Duration::from_millis(100));
+    let backend = LoggerBackend::new(
+        LoggerConfig::default(),
+        session.clone(),
+        Arc::new(RealFs),
+        &hk,
+    );
+    let (_gt, gr) = queue(16, "g");
+    let (_rt, rr) = queue(16, "r");
+    let (_ct, cr) = queue(16, "c");
+    let sink = SinkLoop::new(
+        "logger",
+        SinkInputs {
+            gps: gr,
+            range: rr,
+            can: cr,
+        },
+        backend,
+        Duration::from_millis(10),
+    );
+    let mut root = Runner::new("root")
+        .child(pool)
+        .child(LoopProcessor::new(sink));
+    let reg = Registry::new();
+    let r2 = reg.clone();
+    let h = std::thread::spawn(move || run_tree(&r2, &mut root));
+    std::thread::sleep(Duration::from_millis(1500));
+    reg.request_stop_all(StopReason::Requested("test".into()));
+    h.join().unwrap();
+    let events = std::fs::read_to_string(session.dir.join("events.log")).unwrap();
+    assert!(events.contains(" degraded cause=fsync"), "{events}");
+    assert!(events.contains("cannot sync /data"), "{events}");
+    assert!(events.contains(" resumed "), "{events}");
+    assert_eq!(
+        reg.find("logger").unwrap().snapshot().metrics["fsync_errors"],
+        1
+    );
+}
+
+/// Issue #11: manifest.json stays bounded however many segments a session has: it names the
+/// newest MANIFEST_SEGMENTS segments of each file (with sizes) and counts all of them. On the
+/// old code it listed every segment.
+#[test]
+fn the_manifest_stays_bounded_with_many_segments() {
+    use harmony::logger::MANIFEST_SEGMENTS;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LoggerConfig {
+        rotate_bytes: 4096,
+        ..LoggerConfig::default()
+    };
+    let (lg, feeds) = start_logger(dir.path(), cfg, Arc::new(RealFs), 1 << 16, None);
+    let frames = can_inputs();
+    for f in frames.iter().cycle().take(8000) {
+        assert!(feeds.can.push(*f));
+    }
+    let session = lg.stop();
+    let segs = segments(&session.dir, CAN);
+    assert!(
+        segs.len() > 3 * MANIFEST_SEGMENTS as usize,
+        "{}",
+        segs.len()
+    );
+    let m = manifest(&session.dir);
+    let listed: Vec<&str> = m
+        .files
+        .iter()
+        .filter(|f| f.name.starts_with("can."))
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(listed.len(), MANIFEST_SEGMENTS as usize, "{listed:?}");
+    let newest: Vec<String> = segs[segs.len() - MANIFEST_SEGMENTS as usize..]
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, newest);
+    let t = m.segments.iter().find(|t| t.file == "can").unwrap();
+    assert_eq!(t.count as usize, segs.len());
+    assert_eq!(
+        t.first_listed as usize,
+        segs.len() - MANIFEST_SEGMENTS as usize
+    );
+    let on_disk: u64 = segs
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(t.bytes, on_disk, "all segments' bytes");
+    let r = m.records.iter().find(|r| r.file == "can").unwrap();
+    assert_eq!((r.received, r.written), (8000, 8000));
+    let size = std::fs::metadata(session.dir.join("manifest.json"))
+        .unwrap()
+        .len();
+    assert!(size < 8192, "manifest.json is {size} bytes");
+}
+
+/// A file system whose housekeeping calls (statvfs, the manifest's replacement) stall while
+/// `stalled` is set (an SD card pausing under the housekeeping pool).
+struct SlowHousekeepingFs {
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowHousekeepingFs {
+    fn stall(&self) {
+        while self.stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl FileSystem for SlowHousekeepingFs {
+    fn open_append(&self, path: &Path) -> io::Result<(Box<dyn LogFile>, u64)> {
+        RealFs.open_append(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealFs.sync_dir(dir)
+    }
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64> {
+        self.stall();
+        RealFs.free_bytes(dir)
+    }
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.stall();
+        RealFs.write_atomic(path, data)
+    }
+}
+
+/// Issue #11: the free-space look (statvfs) and the manifest run in the housekeeping pool, not
+/// on the logger thread: with both stalled for over 3 s (longer than the 2 s the queues hold)
+/// at a saturated bus, the logger keeps writing and drops nothing, and the stall is visible in
+/// the pool's metrics (`free-space.running_ms`) and note. On the old code the logger thread
+/// made the statvfs call itself, stalled, and the queue overflowed.
+#[test]
+fn a_stalled_housekeeping_job_does_not_stall_logging() {
+    let dir = tempfile::tempdir().unwrap();
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let fs = Arc::new(SlowHousekeepingFs {
+        stalled: stalled.clone(),
+    });
+    let produced = Arc::new(AtomicU64::new(0));
+    let p2 = produced.clone();
+    let default_capacity = harmony::board::Board::sim().queue_sizes().can_logger;
+    let (lg, _feeds) = start_logger(
+        dir.path(),
+        LoggerConfig::default(),
+        fs,
+        default_capacity,
+        Some(Box::new(move |tx| {
+            Box::new(LoopProcessor::with_config(
+                Bus16k {
+                    tx,
+                    n: 0,
+                    produced: p2,
+                },
+                LoopConfig::every(Duration::from_millis(1)),
+            ))
+        })),
+    );
+    let hk = lg.registry.find("housekeeping").unwrap();
+    let hk_metric = |m: &str| hk.snapshot().metrics.get(m).copied().unwrap_or(0);
+    // The jobs are stuck from the start; the logger must not be.
+    std::thread::sleep(Duration::from_millis(2000));
+    let w1 = lg.metric("can_written");
+    std::thread::sleep(Duration::from_millis(1500));
+    let w2 = lg.metric("can_written");
+    assert!(w2 > w1 + 2_000, "the logger kept writing: {w1} -> {w2}");
+    assert!(
+        hk_metric("free-space.running_ms") >= 3000,
+        "{:?}",
+        hk.snapshot().metrics
+    );
+    assert!(hk.note().contains("running for"), "{}", hk.note());
+    assert_eq!(hk_metric("free-space.runs"), 0);
+    assert_eq!(
+        lg.metric("queue_dropped"),
+        0,
+        "nothing dropped during the stall"
+    );
+    // After the stall the jobs finish and are counted.
+    stalled.store(false, Ordering::SeqCst);
+    assert!(wait_until(secs(10), || hk_metric("free-space.runs") >= 1
+        && hk_metric("manifest.runs") >= 1));
+    assert!(hk_metric("free-space.last_ms") >= 3000);
+    let session = lg.stop();
+    assert_eq!(lg_dropped(&session), 0, "nothing dropped");
+    let total = produced.load(Ordering::SeqCst);
+    assert_eq!(can_lines(&session.dir).len() as u64, total);
+}
+
+fn lg_dropped(session: &Session) -> u64 {
+    let m = manifest(&session.dir);
+    m.queue_drops.can + m.records.iter().map(|r| r.dropped_disk).sum::<u64>()
 }

@@ -150,3 +150,92 @@ fn stuck_processor_stops_the_pings() {
         "{msgs:?}"
     );
 }
+
+/// Fake clocks for the clock-step test: boot-clock and wall-clock nanoseconds the test moves.
+static FAKE_BOOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000_000_000);
+static FAKE_WALL: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(1_700_000_000_000_000_000);
+
+fn fake_boot() -> u64 {
+    FAKE_BOOT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn fake_wall() -> i64 {
+    FAKE_WALL.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Issue #11: busy time and the stuck-processor watchdog run on the boot clock. A loop is held
+/// inside one `work` call; the wall clock steps an hour ahead (NTP or GPS setting the Pi's
+/// clock) while 10 ms pass on the boot clock: not stuck (a wall-clock measure says 3600 s).
+/// Then it steps two hours back while 6 s pass on the boot clock: stuck (a wall-clock measure
+/// says 0 s and would hide the hang). The time in state shown to people follows the boot clock
+/// too. On the old code the stamps were wall-clock milliseconds and both verdicts were wrong.
+#[test]
+fn wall_clock_steps_neither_make_nor_hide_a_stuck_processor() {
+    use harmony::concurrency::state::Clocks;
+    use harmony::concurrency::{FnLoop, LoopProcessor, Registry, Runner, Step, StopReason};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    let step_wall = |by_s: i64| FAKE_WALL.fetch_add(by_s * 1_000_000_000, SeqCst);
+    let pass_boot = |ms: u64| FAKE_BOOT.fetch_add(ms * 1_000_000, SeqCst);
+    let reg = Registry::with_clocks(Clocks {
+        boot_ns: fake_boot,
+        wall_ns: fake_wall,
+    });
+    let inside = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let (i2, r2) = (inside.clone(), release.clone());
+    let hang = FnLoop::new("hang", move |_ctx| {
+        i2.store(true, SeqCst);
+        while !r2.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Step::Idle)
+    });
+    let mut root = Runner::new("root").child(LoopProcessor::new(hang));
+    let r = reg.clone();
+    let h = std::thread::spawn(move || harmony::concurrency::run_tree(&r, &mut root));
+    assert!(wait_until(secs(5), || inside.load(SeqCst)));
+    let e = reg.find("hang").unwrap();
+    let wall_at_busy_ms = fake_wall() / 1_000_000;
+    assert_eq!(
+        e.busy_since_ns(),
+        Some(fake_boot()),
+        "the busy stamp is a boot-clock value"
+    );
+    let limit_ms = 5_000;
+
+    // The wall clock jumps an hour ahead; 10 ms pass.
+    step_wall(3600);
+    pass_boot(10);
+    let wall_measure_ms = fake_wall() / 1_000_000 - wall_at_busy_ms;
+    assert!(
+        wall_measure_ms > limit_ms as i64,
+        "a wall-clock measure would say stuck"
+    );
+    assert!(reg.stuck(limit_ms).is_empty(), "no false 'stuck'");
+    assert_eq!(e.busy_for_ms(fake_boot()), Some(10));
+    let snap = e.snapshot();
+    assert_eq!(
+        (fake_wall() / 1_000_000) as u64 - snap.since_ms,
+        e.in_state_ms(),
+        "the time in state a reader computes is the boot-clock one"
+    );
+    assert!(e.in_state_ms() < 1_000, "{}", e.in_state_ms());
+
+    // The wall clock jumps two hours back; 6 s pass: a real hang.
+    step_wall(-7200);
+    pass_boot(6_000);
+    let wall_measure_ms = fake_wall() / 1_000_000 - wall_at_busy_ms;
+    assert!(
+        wall_measure_ms < limit_ms as i64,
+        "a wall-clock measure would hide the hang"
+    );
+    assert_eq!(reg.stuck(limit_ms), vec!["root/hang".to_string()]);
+
+    release.store(true, SeqCst);
+    assert!(wait_until(secs(5), || reg.stuck(limit_ms).is_empty()));
+    reg.request_stop_all(StopReason::Requested("test".into()));
+    h.join().unwrap();
+}

@@ -101,3 +101,66 @@ fn rangefinder_survives_nacks_and_unplugging() {
             .all(|w| w[1].stamp.boot_ns >= w[0].stamp.boot_ns)
     );
 }
+
+/// A sensor that answers with the distances it is given, then with 1 m.
+struct Scripted(std::collections::VecDeque<u16>);
+
+impl Rangefinder for Scripted {
+    fn model(&self) -> &'static str {
+        "scripted"
+    }
+    fn max_rate_hz(&self) -> u32 {
+        1000
+    }
+    fn max_range_cm(&self) -> u16 {
+        4000
+    }
+    fn init(&mut self, _rate_hz: u32) -> Result<(), RangeError> {
+        Ok(())
+    }
+    fn measure(&mut self) -> Result<Option<harmony::drivers::Reading>, RangeError> {
+        Ok(Some(harmony::drivers::Reading {
+            distance_cm: self.0.pop_front().unwrap_or(100),
+            strength: 10,
+            status: RangeStatus::Ok,
+        }))
+    }
+}
+
+/// Issue #17: a distance beyond the sensor's range (0xFFFF from a garbled register) is dropped
+/// at intake and counted as `implausible`; it reaches neither the logger nor the uplink.
+#[test]
+fn absurd_distances_are_dropped_and_counted_at_intake() {
+    let script = [120, u16::MAX, 4000, 4001, 130, 60_000];
+    let open = Box::new(move || -> Result<Box<dyn Rangefinder>, RangeError> {
+        Ok(Box::new(Scripted(script.into_iter().collect())))
+    });
+    let (ltx, lrx) = queue(1 << 10, "rangefinder->logger");
+    let (utx, urx) = queue(1 << 10, "rangefinder->uplink");
+    let src = RangeSource::new(
+        RangeConfig {
+            name: "rangefinder".into(),
+            rate_hz: 100,
+            retries: 0,
+            give_up_after: 20,
+        },
+        open,
+        harmony::sources::SourceOutputs::new(ltx, utx),
+    );
+    let cfg = LoopConfig::every(Duration::from_millis(10));
+    let mut root = Runner::new("root").child(LoopProcessor::with_config(src, cfg));
+    let reg = Registry::new();
+    let r2 = reg.clone();
+    let h = std::thread::spawn(move || run_tree(&r2, &mut root));
+    assert!(wait_until(secs(5), || metric(&reg, "readings") >= 10));
+    reg.request_stop_all(StopReason::Requested("test".into()));
+    assert_eq!(h.join().unwrap(), Outcome::Completed);
+    assert_eq!(metric(&reg, "implausible"), 3);
+    for rx in [lrx, urx] {
+        let d: Vec<u16> = std::iter::from_fn(|| rx.pop())
+            .map(|r| r.distance_cm)
+            .collect();
+        assert_eq!(d[..4], [120, 4000, 130, 100], "{d:?}");
+        assert!(d[4..].iter().all(|&x| x == 100), "{d:?}");
+    }
+}

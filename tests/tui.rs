@@ -5,7 +5,11 @@
 //!
 //! Each test uses its own tmux server (`tmux -L NAME -f /dev/null`), so it neither sees nor
 //! disturbs the user's sessions. Skipped, with a message, when tmux is not installed
-//! (`scripts/setup.sh` installs it).
+//! (`scripts/setup.sh` installs it); under CI (`CI=true`) a missing tmux is a failure.
+//!
+//! Issue #11: both terminal UIs (`harmony top`, `harmony ground`) exit when their terminal
+//! goes away (the tmux session killed: EOF/EIO on the terminal, with or without SIGHUP) and on
+//! SIGTERM, within 100 ms, without spinning (their CPU time is read from /proc).
 
 mod common;
 
@@ -65,13 +69,23 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// Whether tmux can be used; without it the test is skipped, but fails under CI.
     fn available() -> bool {
-        Command::new("tmux")
+        let ok = Command::new("tmux")
             .arg("-V")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success())
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !ci,
+                "tmux is missing (CI=true); scripts/setup.sh installs it"
+            );
+            eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
+        }
+        ok
     }
 
     fn cmd(&self) -> Command {
@@ -80,6 +94,16 @@ impl Tmux {
             .env("TMUX_TMPDIR", self.sockets.path())
             .env_remove("TMUX");
         c
+    }
+
+    /// Ends the session: tmux closes the pane's terminal and sends SIGHUP to its processes.
+    fn kill_session(&self) {
+        let st = self
+            .cmd()
+            .args(["kill-session", "-t", "top"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux kill-session");
     }
 
     /// Starts `shell_cmd` in a 160x50 session.
@@ -209,7 +233,6 @@ fn top_command(dir: &Path, run: &Path) -> String {
 #[test]
 fn top_pauses_gps_survives_a_restart_and_quits_cleanly() {
     if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -318,7 +341,6 @@ fn top_pauses_gps_survives_a_restart_and_quits_cleanly() {
 #[test]
 fn top_stop_needs_confirmation() {
     if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -383,7 +405,6 @@ fn children_of(parent: u32) -> Vec<u32> {
 #[test]
 fn top_without_firmware_waits_and_exits_on_sigterm() {
     if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -413,5 +434,208 @@ fn top_without_firmware_waits_and_exits_on_sigterm() {
     assert!(
         stty.split_whitespace().any(|w| w == "icanon"),
         "terminal back in cooked mode: {stty}"
+    );
+}
+
+/// The `harmony` processes among the descendants of `pid`.
+fn harmony_below(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            if std::fs::read_to_string(format!("/proc/{c}/comm"))
+                .is_ok_and(|n| n.trim() == "harmony")
+            {
+                out.push(c);
+            }
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// Clock ticks of CPU a process has used (user + system), None once it is gone (or a zombie).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the comm: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime stime.
+    if rest.first() == Some(&"Z") {
+        return None;
+    }
+    Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+}
+
+fn ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |t| t as u64)
+}
+
+/// How a terminal UI is made to go.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// `tmux kill-session`: the terminal closes and the pane's processes get SIGHUP.
+    KillSession,
+    /// The same, the UI started with `setsid` in a session of its own: no SIGHUP reaches it,
+    /// only the terminal's end of file / EIO says it is gone.
+    KillSessionNoSighup,
+    Sigterm,
+}
+
+/// Starts `ui_cmd` (a harmony command line) in tmux, waits for `ready` on the screen, checks it
+/// idles without spinning, ends it as `ending` says and checks it is gone within 100 ms (scaled
+/// under qemu) and did not spin on the way out.
+fn ui_ends(dir: &Path, what: &str, ui_cmd: &str, ready: &str, ending: Ending) {
+    let setsid = if matches!(ending, Ending::KillSessionNoSighup) {
+        "setsid -w "
+    } else {
+        ""
+    };
+    let cmd = format!(
+        "{setsid}{ui_cmd} 2>'{dir}/{what}.err'; echo \"UI-EXITED $?\"; sleep 600",
+        dir = dir.display()
+    );
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(&format!("{what} on screen"), secs(20), |s| {
+        s.contains(ready)
+    });
+    let mut pids = Vec::new();
+    assert!(
+        wait_until(secs(5), || {
+            pids = harmony_below(tmux.pane_pid());
+            pids.len() == 1
+        }),
+        "one harmony process in the pane: {pids:?}"
+    );
+    let pid = pids[0];
+    // Idle: it sleeps in poll, it does not spin.
+    let tps = ticks_per_second();
+    let c0 = cpu_ticks(pid).expect("running");
+    std::thread::sleep(Duration::from_secs(1));
+    let c1 = cpu_ticks(pid).expect("still running");
+    assert!(
+        c1 - c0 < tps / 2,
+        "{what} used {} of {tps} ticks in 1 s of idling",
+        c1 - c0
+    );
+    let t0 = std::time::Instant::now();
+    match ending {
+        Ending::KillSession | Ending::KillSessionNoSighup => tmux.kill_session(),
+        Ending::Sigterm => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Sig::SIGTERM).unwrap()
+        }
+    }
+    let mut last = c1;
+    let gone = wait_until(secs(3), || match cpu_ticks(pid) {
+        Some(c) => {
+            last = c;
+            false
+        }
+        None => true,
+    });
+    let took = t0.elapsed();
+    if !gone {
+        let spun = cpu_ticks(pid).map(|c| c - c1);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Sig::SIGKILL);
+        panic!("{what} still running {took:?} after {ending:?}; CPU ticks used since: {spun:?}");
+    }
+    eprintln!(
+        "{what}: gone {took:?} after {ending:?}, {} CPU ticks on the way out",
+        last - c1
+    );
+    let bound = Duration::from_millis(100) * slow_factor();
+    assert!(
+        took <= bound,
+        "{what} took {took:?} to exit after {ending:?}"
+    );
+    assert!(
+        last - c1 <= tps / 10 + 1,
+        "{what} used {} ticks on its way out",
+        last - c1
+    );
+    if matches!(ending, Ending::Sigterm) {
+        tmux.wait_for("the exit status", secs(5), |s| s.contains("UI-EXITED 0"));
+        let err = std::fs::read_to_string(dir.join(format!("{what}.err"))).unwrap_or_default();
+        assert!(err.trim().is_empty(), "{what} wrote errors: {err}");
+    }
+}
+
+fn top_cmd(dir: &Path) -> String {
+    format!(
+        "'{}' top --run-dir '{}' --refresh-ms 300",
+        harmony_bin().display(),
+        dir.join("nothing/run").display()
+    )
+}
+
+fn ground_cmd(dir: &Path) -> String {
+    format!(
+        "'{}' ground --port '{}'",
+        harmony_bin().display(),
+        dir.join("no-radio").display()
+    )
+}
+
+/// Issue #11: `harmony top` exits when the tmux session is killed, at once and without
+/// spinning, with SIGHUP and also when only the terminal's hang-up tells it (today its input
+/// thread spins in crossterm's read and it never exits).
+#[test]
+fn top_exits_when_its_terminal_goes_away() {
+    if !Tmux::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for ending in [Ending::KillSession, Ending::KillSessionNoSighup] {
+        ui_ends(
+            dir.path(),
+            "top",
+            &top_cmd(dir.path()),
+            "no firmware answering",
+            ending,
+        );
+    }
+}
+
+/// Issue #11: `harmony ground` exits when the tmux session is killed (today it loops on
+/// `read` at 100% of a core forever and ignores SIGTERM), with SIGHUP or without.
+#[test]
+fn ground_exits_when_its_terminal_goes_away() {
+    if !Tmux::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for ending in [Ending::KillSession, Ending::KillSessionNoSighup] {
+        ui_ends(
+            dir.path(),
+            "ground",
+            &ground_cmd(dir.path()),
+            "RADIO NOT OPEN",
+            ending,
+        );
+    }
+}
+
+/// Issue #11: SIGTERM ends either UI within 100 ms, exit status 0, nothing on stderr.
+#[test]
+fn top_and_ground_exit_on_sigterm_within_100_ms() {
+    if !Tmux::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ui_ends(
+        dir.path(),
+        "top",
+        &top_cmd(dir.path()),
+        "no firmware answering",
+        Ending::Sigterm,
+    );
+    ui_ends(
+        dir.path(),
+        "ground",
+        &ground_cmd(dir.path()),
+        "RADIO NOT OPEN",
+        Ending::Sigterm,
     );
 }

@@ -281,8 +281,10 @@ pub struct Cells {
     // Live values.
     pub(crate) state: AtomicU32,
     pub(crate) restarts: AtomicU32,
-    pub(crate) since_ms: AtomicU64,
+    /// Boot-clock ns of the last state change.
+    pub(crate) since_ns: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Boot-clock ns when the current piece of work began; 0 outside one.
     pub(crate) busy: AtomicU64,
     pub(crate) mail_dropped: AtomicU64,
     pub(crate) note: Text<NOTE_WORDS>,
@@ -339,6 +341,19 @@ impl Cells {
                 }
             })
             .map(|s| &s.value)
+    }
+
+    /// Calls `f` with each metric, without allocating.
+    pub(crate) fn visit_metrics(&self, mut f: impl FnMut(&str, u64)) {
+        let n = (self.metrics_used.load(Ordering::Acquire) as usize).min(METRICS_MAX);
+        let mut buf = [0u8; METRIC_NAME_MAX];
+        for s in &self.metrics[..n] {
+            let len = (s.name_len.load(Ordering::Relaxed) as usize).min(METRIC_NAME_MAX);
+            load_words(&s.name, &mut buf);
+            if let Ok(name) = std::str::from_utf8(&buf[..len]) {
+                f(name, s.value.load(Ordering::Relaxed));
+            }
+        }
     }
 
     /// Every metric, in the order they were added.

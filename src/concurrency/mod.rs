@@ -45,7 +45,7 @@ pub use shm::{Region, ShmError};
 
 pub use flag::Flag;
 pub use looping::{ErrorBudget, FnLoop, Loop, LoopConfig, LoopProcessor, Step};
-pub use pool::{TaskSender, WorkerPool};
+pub use pool::{Housekeeping, JobHandle, TaskSender, WorkerPool};
 pub use processor::{BoxError, Context, Outcome, Processor};
 pub use queue::{Consumer, Doorbell, DropReport, Producer, QueueGauge, queue};
 pub use registry::{LookupError, Registry, StopReason};

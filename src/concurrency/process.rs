@@ -477,7 +477,7 @@ impl Region {
             let final_ = [ProcState::Stopped as u32, ProcState::Failed as u32].contains(&st);
             if !cause.is_empty() && (!final_ || path == top) {
                 c.state.store(ProcState::Failed as u32, Ordering::Release);
-                c.since_ms.store(super::state::now_ms(), Ordering::Relaxed);
+                c.since_ns.store(crate::clock::boot_ns(), Ordering::Relaxed);
                 if path == top {
                     c.note.set(&format!("last exit: {cause}"));
                 } else {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use super::flag::Flag;
 use super::shm::{Region, ShmError};
 use super::signal::Signal;
-use super::state::{Entry, EntrySnapshot, Kind};
+use super::state::{Clocks, Entry, EntrySnapshot, Kind, Refused};
 use super::wake::Waker;
 
 /// Why the tree was asked to stop; decides the process's exit code.
@@ -39,6 +39,35 @@ pub enum LookupError {
     NoReceiver(String),
     #[error("mailbox of '{0}' is full; signal dropped")]
     MailboxFull(String),
+    #[error(
+        "'{proc}' takes '{signal}' at most once every {interval_ms} ms: refused, try again in {retry_in_ms} ms ({refused} refused so far)"
+    )]
+    RateLimited {
+        proc: String,
+        signal: String,
+        interval_ms: u64,
+        retry_in_ms: u64,
+        refused: u64,
+    },
+}
+
+impl LookupError {
+    fn refused(e: &Entry, signal: &str, why: Refused) -> Self {
+        match why {
+            Refused::MailboxFull => LookupError::MailboxFull(e.name.clone()),
+            Refused::RateLimited {
+                interval_ms,
+                retry_in_ms,
+                refused,
+            } => LookupError::RateLimited {
+                proc: e.name.clone(),
+                signal: signal.to_owned(),
+                interval_ms,
+                retry_in_ms,
+                refused,
+            },
+        }
+    }
 }
 
 /// The shared directory of a processor tree.
@@ -52,12 +81,18 @@ pub struct Registry {
     watcher: OnceLock<Arc<Waker>>,
     /// In a child process: the region its entries live in (see [`Registry::attached`]).
     link: OnceLock<Arc<Region>>,
+    clocks: Clocks,
 }
 
 impl Registry {
     /// A registry whose root runner will use `stop_all` as its stop flag and `tree_pause` as
     /// the waiting flag every processor watches.
     pub fn new() -> Arc<Self> {
+        Self::with_clocks(Clocks::SYSTEM)
+    }
+
+    /// A registry whose entries stamp times with `clocks` (tests inject clocks they step).
+    pub fn with_clocks(clocks: Clocks) -> Arc<Self> {
         Arc::new(Registry {
             entries: RwLock::new(Vec::new()),
             groups: RwLock::new(Vec::new()),
@@ -67,7 +102,13 @@ impl Registry {
             changed: AtomicBool::new(false),
             watcher: OnceLock::new(),
             link: OnceLock::new(),
+            clocks,
         })
+    }
+
+    /// The clocks this tree's entries are stamped with.
+    pub fn clocks(&self) -> Clocks {
+        self.clocks
     }
 
     /// The registry of a child process: its entries live in `region` (where the parent
@@ -82,6 +123,7 @@ impl Registry {
             changed: AtomicBool::new(false),
             watcher: OnceLock::new(),
             link: OnceLock::new(),
+            clocks: Clocks::SYSTEM,
         });
         region.set_registry(&r);
         let _ = r.link.set(region);
@@ -256,6 +298,19 @@ impl Registry {
             .clone()
     }
 
+    /// [`Registry::entries`] into `out` (cleared first): a periodic reader on a timed thread
+    /// reuses one vector instead of allocating a new one each time.
+    pub fn entries_into(&self, out: &mut Vec<Arc<Entry>>) {
+        out.clear();
+        out.extend(
+            self.entries
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+    }
+
     pub fn find(&self, name: &str) -> Option<Arc<Entry>> {
         self.entries
             .read()
@@ -319,35 +374,36 @@ impl Registry {
                         },
                     });
                 }
+                let name = sig.name().to_owned();
                 e.deliver(sig)
-                    .map_err(|_| LookupError::MailboxFull(e.name.clone()))?;
+                    .map_err(|why| LookupError::refused(&e, &name, why))?;
                 Ok(vec![e.path.clone()])
             }
             None => {
                 let mut reached = Vec::new();
-                let mut full = None;
+                let mut refused = None;
                 for e in self.entries() {
                     if e.accepts(sig.name()) && !e.state().is_final() {
                         match e.deliver(sig.clone()) {
                             Ok(()) => reached.push(e.path.clone()),
-                            Err(_) => full = Some(e.name.clone()),
+                            Err(why) => refused = Some(LookupError::refused(&e, sig.name(), why)),
                         }
                     }
                 }
                 if reached.is_empty() {
-                    return Err(match full {
-                        Some(n) => LookupError::MailboxFull(n),
-                        None => LookupError::NoReceiver(sig.name().to_owned()),
-                    });
+                    return Err(
+                        refused.unwrap_or_else(|| LookupError::NoReceiver(sig.name().to_owned()))
+                    );
                 }
                 Ok(reached)
             }
         }
     }
 
-    /// Processors that have been inside one piece of work for longer than `limit_ms` (stuck).
+    /// Processors that have been inside one piece of work for longer than `limit_ms` (stuck),
+    /// measured on the boot clock: a step of the wall clock neither makes nor hides one.
     pub fn stuck(&self, limit_ms: u64) -> Vec<String> {
-        let now = super::state::now_ms();
+        let now = self.clocks.boot();
         self.entries()
             .iter()
             .filter(|e| e.busy_for_ms(now).is_some_and(|b| b > limit_ms))

@@ -5,11 +5,20 @@
 //! processor in a child process lives in shared memory); the control module writes them to
 //! files in the run directory and serves them as JSON. Processors and the runner only store atomics and ring the
 //! registry's doorbell, so a state change never does I/O on a sensor thread.
+//!
+//! Clocks (issue #11): every duration here (time in state, time inside one piece of work, which
+//! the watchdog reads) is measured on the boot clock (`CLOCK_BOOTTIME`), which never steps. The
+//! Pi has no real-time clock, and its wall clock jumps when NTP or the GPS sets it: a stamp on the
+//! wall clock would turn a step into a false "stuck" or hide a real hang. The wall clock is read
+//! only to show a moment to people (`since_ms` in a snapshot, derived from the boot-clock age).
+//! Stamps are `u64` boot-clock nanoseconds in plain atomics (fixed size, no pointers: the boot
+//! clock is the same in every process, so a child's stamps mean the same in its parent), and the
+//! clocks are injectable ([`Clocks`]) so a test can step the wall clock.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +122,32 @@ pub trait Link: Send + Sync {
     fn dirty(&self);
 }
 
+/// Why a signal was not put in a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The mailbox holds [`MAILBOX_CAPACITY`] signals already.
+    MailboxFull,
+    /// The processor takes this signal at most once per `interval_ms` (see
+    /// [`Entry::limit_signals`]); the next one is taken in `retry_in_ms`.
+    RateLimited {
+        interval_ms: u64,
+        retry_in_ms: u64,
+        /// Refused so far, this one included.
+        refused: u64,
+    },
+}
+
+/// A rate limit on some of the signals a processor accepts, checked when a signal is
+/// delivered, so the requester is told at once and the mailbox never fills with them.
+struct SignalGate {
+    /// Bit `i`: `accepts[i]` is limited.
+    mask: u64,
+    interval_ns: u64,
+    /// Boot-clock ns of the last signal let through (0: none yet).
+    last_ns: AtomicU64,
+    refused: Counter,
+}
+
 /// The live, shared record of one processor. Its values live in a [`Cells`] record: on the heap
 /// for a processor of this process, in a shared-memory region for one of a process subtree
 /// (both processes then hold an `Entry` over the same record).
@@ -124,6 +159,8 @@ pub struct Entry {
     cells: *const Cells,
     keep: Keep,
     link: Option<Arc<dyn Link>>,
+    /// Process-local: where the stamps come from (not part of the shared state).
+    clocks: Clocks,
     /// Set by the runner to stop this processor (reverse start order).
     pub stop: Flag,
     /// This processor's own pause flag (`harmony ctl pause NAME`).
@@ -132,6 +169,8 @@ pub struct Entry {
     /// and those of the runners above it.
     watch: Vec<Flag>,
     accepts: Vec<String>,
+    /// Process-local: a rate limit checked by whoever delivers in this process.
+    gate: std::sync::OnceLock<SignalGate>,
     pub waker: Arc<Waker>,
     registry: Weak<Registry>,
 }
@@ -149,11 +188,44 @@ impl fmt::Debug for Entry {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Milliseconds since the Unix epoch on the wall clock: for showing a moment to people only,
+/// never for measuring a duration (see the module docs).
+pub fn now_ms() -> u64 {
+    (crate::clock::wall_ns().max(0) / 1_000_000) as u64
+}
+
+/// The clocks the framework reads: the boot clock for every duration, the wall clock only to
+/// show moments to people. Plain function pointers, so a test can inject clocks it steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Clocks {
+    /// Nanoseconds on a clock that never steps (`CLOCK_BOOTTIME`).
+    pub boot_ns: fn() -> u64,
+    /// Nanoseconds since the Unix epoch on the wall clock (steps when the clock is set).
+    pub wall_ns: fn() -> i64,
+}
+
+impl Clocks {
+    /// The system's clocks (`CLOCK_BOOTTIME`, `CLOCK_REALTIME`).
+    pub const SYSTEM: Clocks = Clocks {
+        boot_ns: crate::clock::boot_ns,
+        wall_ns: crate::clock::wall_ns,
+    };
+
+    #[inline]
+    pub fn boot(&self) -> u64 {
+        (self.boot_ns)()
+    }
+
+    #[inline]
+    pub fn wall(&self) -> i64 {
+        (self.wall_ns)()
+    }
+}
+
+impl Default for Clocks {
+    fn default() -> Self {
+        Self::SYSTEM
+    }
 }
 
 /// The parts of an [`Entry`] whose record lives elsewhere (see [`Entry::from_parts`]).
@@ -207,6 +279,7 @@ impl Entry {
         p: Parts,
         watch_above: &[Flag],
     ) -> Arc<Self> {
+        let clocks = registry.clocks();
         let mut watch = vec![p.pause.clone()];
         for f in watch_above {
             if !watch.iter().any(|w| w.same(f)) {
@@ -223,12 +296,14 @@ impl Entry {
             cells: p.cells,
             keep: p.keep,
             link: p.link,
+            clocks,
             accepts: p.accepts,
+            gate: std::sync::OnceLock::new(),
             waker: Waker::new(),
             registry: Arc::downgrade(registry),
         });
-        if e.cells().since_ms.load(Ordering::Relaxed) == 0 {
-            e.cells().since_ms.store(now_ms(), Ordering::Relaxed);
+        if e.cells().since_ns.load(Ordering::Relaxed) == 0 {
+            e.cells().since_ns.store(clocks.boot(), Ordering::Relaxed);
         }
         e.stop.subscribe(&e.waker);
         for f in &e.watch {
@@ -250,14 +325,21 @@ impl Entry {
     /// Records a state change and tells the state-file writer. No I/O here.
     pub fn set_state(&self, s: ProcState) {
         if self.cells().state.swap(s as u32, Ordering::AcqRel) != s as u32 {
-            self.cells().since_ms.store(now_ms(), Ordering::Relaxed);
+            self.cells()
+                .since_ns
+                .store(self.clocks.boot(), Ordering::Relaxed);
             self.mark_dirty();
         }
     }
 
-    /// Milliseconds since the Unix epoch of the last state change.
-    pub fn since_ms(&self) -> u64 {
-        self.cells().since_ms.load(Ordering::Relaxed)
+    /// Boot-clock nanoseconds of the last state change.
+    pub fn since_ns(&self) -> u64 {
+        self.cells().since_ns.load(Ordering::Relaxed)
+    }
+
+    /// How long the processor has been in its current state (boot clock).
+    pub fn in_state_ms(&self) -> u64 {
+        self.clocks.boot().saturating_sub(self.since_ns()) / 1_000_000
     }
 
     pub fn restarts(&self) -> u32 {
@@ -274,24 +356,36 @@ impl Entry {
     }
 
     pub fn add_error(&self) {
-        self.cells().errors.fetch_add(1, Ordering::Relaxed);
+        self.add_errors(1);
+    }
+
+    /// Counts `n` errors at once (a sink adding up its writer's failures).
+    pub fn add_errors(&self, n: u64) {
+        self.cells().errors.fetch_add(n, Ordering::Relaxed);
         self.mark_dirty();
     }
 
     /// Marks the start (`true`) or end (`false`) of a stretch of work that must not take long.
+    /// Stamped on the boot clock (a vDSO read, no system call).
     #[inline]
     pub fn set_busy(&self, busy: bool) {
-        self.cells()
-            .busy
-            .store(if busy { now_ms().max(1) } else { 0 }, Ordering::Relaxed);
+        let v = if busy { self.clocks.boot().max(1) } else { 0 };
+        self.cells().busy.store(v, Ordering::Relaxed);
     }
 
-    /// How long the processor has been inside its current piece of work, if it is.
-    pub fn busy_for_ms(&self, now: u64) -> Option<u64> {
+    /// Boot-clock nanoseconds when the current piece of work began, if inside one.
+    pub fn busy_since_ns(&self) -> Option<u64> {
         match self.cells().busy.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(now.saturating_sub(t)),
+            t => Some(t),
         }
+    }
+
+    /// How long the processor has been inside its current piece of work at boot-clock time
+    /// `now_ns`, if it is.
+    pub fn busy_for_ms(&self, now_ns: u64) -> Option<u64> {
+        self.busy_since_ns()
+            .map(|t| now_ns.saturating_sub(t) / 1_000_000)
     }
 
     /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").
@@ -324,7 +418,10 @@ impl Entry {
 
     /// The named signals this processor reacts to.
     pub fn accepts(&self, name: &str) -> bool {
-        self.accepted().iter().any(|a| a == name || a == "*")
+        if self.link.is_some() {
+            return self.accepted().iter().any(|a| a == name || a == "*");
+        }
+        self.accepts.iter().any(|a| a == name || a == "*")
     }
 
     /// The signals it accepts; for a processor of a child process, as the child said once it
@@ -348,8 +445,62 @@ impl Entry {
         Kind::from_u32(self.cells().kind.load(Ordering::Relaxed))
     }
 
-    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full.
-    pub fn deliver(&self, sig: Signal) -> Result<(), Signal> {
+    /// Takes the named signals (among those it accepts) at most once per `interval`, counting
+    /// the refused ones in `refused`. One gate per processor, set once (later calls are
+    /// ignored): the logger limits its rotation requests (`hup`, `rotate`) this way, whichever
+    /// way they come (radio, control socket, SIGHUP).
+    pub fn limit_signals(&self, names: &[&str], interval: Duration, refused: Counter) {
+        let mask = self
+            .accepts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i < 64 && names.contains(&a.as_str()))
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let _ = self.gate.set(SignalGate {
+            mask,
+            interval_ns: interval.as_nanos() as u64,
+            last_ns: AtomicU64::new(0),
+            refused,
+        });
+    }
+
+    /// Checks the rate limit for `sig`; takes its slot when it passes.
+    fn pass_gate(&self, sig: &Signal) -> Result<(), Refused> {
+        let Some(g) = self.gate.get() else {
+            return Ok(());
+        };
+        let limited = self
+            .accepts
+            .iter()
+            .position(|a| a == sig.name())
+            .is_some_and(|i| i < 64 && g.mask & (1 << i) != 0);
+        if !limited {
+            return Ok(());
+        }
+        let now = self.clocks.boot().max(1);
+        let last = g.last_ns.load(Ordering::Acquire);
+        let due = last.saturating_add(g.interval_ns);
+        // compare_exchange: of two concurrent requests only one passes.
+        if (last == 0 || now >= due)
+            && g.last_ns
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        let refused = g.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = g.last_ns.load(Ordering::Acquire);
+        Err(Refused::RateLimited {
+            interval_ms: g.interval_ns / 1_000_000,
+            retry_in_ms: last.saturating_add(g.interval_ns).saturating_sub(now) / 1_000_000,
+            refused,
+        })
+    }
+
+    /// Puts a signal in the mailbox and wakes the processor. Fails when the mailbox is full or
+    /// the signal is rate-limited ([`Entry::limit_signals`]).
+    pub fn deliver(&self, sig: Signal) -> Result<(), Refused> {
+        self.pass_gate(&sig)?;
         if self.cells().post(&sig) {
             self.waker.wake();
             if let Some(l) = &self.link {
@@ -358,7 +509,7 @@ impl Entry {
             Ok(())
         } else {
             self.cells().mail_dropped.fetch_add(1, Ordering::Relaxed);
-            Err(sig)
+            Err(Refused::MailboxFull)
         }
     }
 
@@ -383,6 +534,12 @@ impl Entry {
         }
     }
 
+    /// Calls `f` with each metric's name and value, without allocating (for periodic readers
+    /// on timed threads, such as the uplink's health report).
+    pub fn visit_metrics(&self, f: impl FnMut(&str, u64)) {
+        self.cells().visit_metrics(f);
+    }
+
     pub fn metrics(&self) -> Vec<(String, u64)> {
         self.cells().metrics()
     }
@@ -398,12 +555,15 @@ impl Entry {
 
     /// A consistent-enough copy for status replies and state files.
     pub fn snapshot(&self) -> EntrySnapshot {
+        let in_state_ms = self.in_state_ms();
         EntrySnapshot {
             name: self.name.clone(),
             path: self.path.clone(),
             kind: self.kind_now(),
             state: self.state(),
-            since_ms: self.since_ms(),
+            // The moment for people, derived from the boot-clock age: a wall-clock step moves
+            // it with the reader's clock, so "now - since" stays the true time in state.
+            since_ms: ((self.clocks.wall().max(0) / 1_000_000) as u64).saturating_sub(in_state_ms),
             restarts: self.restarts(),
             errors: self.errors(),
             paused: self.pause.is_set(),
@@ -429,6 +589,9 @@ pub struct EntrySnapshot {
     pub path: String,
     pub kind: Kind,
     pub state: ProcState,
+    /// Wall-clock ms of the last state change, for display: the snapshot's wall clock minus
+    /// the time in state measured on the boot clock, so a reader subtracting it from its own
+    /// (equally stepped) wall clock gets the true time in state.
     pub since_ms: u64,
     pub restarts: u32,
     pub errors: u64,

@@ -96,5 +96,19 @@ pub fn format_status(s: &Status) -> String {
             .collect();
         let _ = writeln!(out, "groups: {}", g.join(", "));
     }
+    let c = &s.control;
+    let _ = writeln!(
+        out,
+        "control socket: {} of {} clients, {} accepted, {} served, {} rejected (malformed {}, oversized {}, timed out {}, over capacity {})",
+        c.clients,
+        c.max_clients,
+        c.accepted,
+        c.served,
+        c.rejected(),
+        c.malformed,
+        c.oversized,
+        c.timed_out,
+        c.over_capacity
+    );
     out
 }

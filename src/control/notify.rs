@@ -6,7 +6,10 @@
 //! * `WATCHDOG=1` every quarter of the watchdog interval while the tree is healthy: no
 //!   processor has been inside one piece of work for longer than half the interval. A loop
 //!   waiting for its device is idle, not stuck (see `Context::wait_io`). A stuck processor
-//!   stops the pings, so systemd restarts the service.
+//!   stops the pings, so systemd restarts the service. "For longer than" is measured on the
+//!   boot clock (see `concurrency::state`): the Pi's wall clock steps when NTP or the GPS sets
+//!   it, which must neither fake a stuck processor nor hide one; this thread's own pacing uses
+//!   `Instant` (`CLOCK_MONOTONIC`, which does not step either).
 //! * `STOPPING=1` as soon as a stop is requested; `STATUS=` lines say why.
 //!
 //! Without `NOTIFY_SOCKET` (not started by systemd) nothing runs.

@@ -9,13 +9,18 @@
 //! ```
 //! Replies are `{"ok":true,...}` or `{"ok":false,"error":"..."}`. JSON keeps it scriptable
 //! with `socat` and `jq` as well as through `harmony ctl`.
+//!
+//! A request is one line of at most [`MAX_REQUEST`] bytes, complete within one second of the
+//! connection (see [`super::server`] for the limits and what happens beyond them).
 
 use serde::{Deserialize, Serialize};
 
 use crate::concurrency::EntrySnapshot;
 
-/// Longest request line the server reads.
-pub const MAX_REQUEST: usize = 64 * 1024;
+/// Longest request line the server reads. The longest real request (a signal with a name, an
+/// argument and a target) is a few hundred bytes; 8 KiB leaves room and bounds what a client
+/// can make the server hold.
+pub const MAX_REQUEST: usize = 8 * 1024;
 
 /// A request to the running firmware.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +64,38 @@ pub struct Status {
     pub log_dropped: u64,
     pub groups: Vec<GroupState>,
     pub processors: Vec<EntrySnapshot>,
+    /// The control socket's own counters (absent from firmwares older than issue #11).
+    #[serde(default)]
+    pub control: ControlStats,
+}
+
+/// What the control socket has seen since start: how many clients it served and how many
+/// requests it refused, by reason. Refusals are logged as one summary line per interval,
+/// never one line per request, so these counters are where each one is seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Client slots: connections served at the same time.
+    pub max_clients: u32,
+    /// Connections being served now.
+    pub clients: u32,
+    pub accepted: u64,
+    /// Requests carried out (including those the tree refused, like an unknown target).
+    pub served: u64,
+    /// Not UTF-8, not JSON, or not a known request.
+    pub malformed: u64,
+    /// Longer than [`MAX_REQUEST`] without a newline.
+    pub oversized: u64,
+    /// No whole request line within the deadline, or the reply not taken within it.
+    pub timed_out: u64,
+    /// Closed to make room: every slot was taken when a new client came.
+    pub over_capacity: u64,
+}
+
+impl ControlStats {
+    /// Every request refused, whatever the reason.
+    pub fn rejected(&self) -> u64 {
+        self.malformed + self.oversized + self.timed_out + self.over_capacity
+    }
 }
 
 /// The server's answer.

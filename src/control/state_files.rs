@@ -2,7 +2,9 @@
 //!
 //! One thread, woken when any entry changes and once a second for counters, writes a file only
 //! when its text changed: write a temporary file, then rename it over the old one, so a reader
-//! (`cat`, a shell script, `harmony top`) never sees half a file.
+//! (`cat`, a shell script, `harmony top`) never sees half a file. The state files live in
+//! `/run` (tmpfs), so they are not synced ([`Durability::Volatile`]); [`write_atomic`] is also
+//! what the card's files use, durably (signing state, `manifest.json`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -20,19 +22,24 @@ use crate::concurrency::wake::{Waker, park_until};
 /// How often counters are refreshed in the files when nothing else changed.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
-/// Writes `text` to `path` atomically (temporary file + rename): a reader never sees half a
-/// file. Not synced: state files live in `/run` (tmpfs) and are rewritten every second.
-pub fn write_atomic(path: &Path, text: &[u8]) -> io::Result<()> {
-    replace(path, text, 0o666, false)
+/// Whether a replaced file must survive a power cut: the one choice [`write_atomic`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Rename only. For files on tmpfs (`/run`: the state files, rewritten every second and
+    /// gone at reboot anyway): a sync there costs time and buys nothing.
+    Volatile,
+    /// The file is synced before the rename and its directory after it, so a power cut leaves
+    /// the old or the new contents, never neither. For what lives on the card (the signing
+    /// state, `manifest.json`).
+    Durable,
 }
 
-/// [`write_atomic`], and durable: the file is synced before the rename and the directory after
-/// it, so a power cut leaves the old or the new contents (state that must survive a restart).
-pub fn write_durable(path: &Path, text: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, text, mode, true)
-}
-
-fn replace(path: &Path, text: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+/// Replaces `path` with `text` atomically: writes `<path>.tmp` (created with `mode`), then
+/// renames it over `path`, so a reader never sees half a file; with [`Durability::Durable`]
+/// also syncs the file before the rename and the directory after it. The one mechanism for
+/// every whole-file replacement in the firmware.
+pub fn write_atomic(path: &Path, text: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
+    let sync = durability == Durability::Durable;
     let tmp = path.with_extension("tmp");
     {
         let mut f = fs::OpenOptions::new()
@@ -48,13 +55,23 @@ fn replace(path: &Path, text: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     if sync {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        fs::File::open(dir)?.sync_all()?;
+        sync_parent(path)?;
     }
     Ok(())
+}
+
+/// Syncs the directory holding `path`, so a new or renamed entry in it survives a power cut.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    sync_dir(dir)
+}
+
+/// Syncs a directory's entries (`fsync` on the directory).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 /// The state file of processor `name`.
@@ -76,7 +93,7 @@ impl Writer {
                 continue;
             }
             let path = state_path(&self.run_dir, &snap.name);
-            match write_atomic(&path, text.as_bytes()) {
+            match write_atomic(&path, text.as_bytes(), 0o666, Durability::Volatile) {
                 Ok(()) => {
                     self.last.insert(snap.name, text);
                 }

@@ -24,6 +24,8 @@ use crate::records::RangeStatus;
 pub const DEFAULT_ADDRESS: u8 = 0x62;
 /// Highest measurement rate Garmin specifies for the v3.
 pub const MAX_RATE_HZ: u32 = 500;
+/// Longest plausible distance: the 40 m range plus margin (the PWM reader's limit too).
+pub const MAX_RANGE_CM: u16 = 5000;
 
 pub const REG_ACQ_COMMAND: u8 = 0x00;
 pub const REG_STATUS: u8 = 0x01;
@@ -189,6 +191,10 @@ where
 
     fn max_rate_hz(&self) -> u32 {
         MAX_RATE_HZ
+    }
+
+    fn max_range_cm(&self) -> u16 {
+        MAX_RANGE_CM
     }
 
     fn init(&mut self, _rate_hz: u32) -> Result<(), RangeError> {

@@ -42,6 +42,9 @@ pub trait Rangefinder: Send + 'static {
     fn model(&self) -> &'static str;
     /// Highest rate the sensor supports, in Hz.
     fn max_rate_hz(&self) -> u32;
+    /// Longest distance the sensor can report, in cm (its range plus a margin): a reading
+    /// beyond it is a bus glitch or a garbled register, and the source drops and counts it.
+    fn max_range_cm(&self) -> u16;
     /// Brings the sensor into measuring mode (after power-up or reconnection).
     fn init(&mut self, rate_hz: u32) -> Result<(), RangeError>;
     /// The result of the previous measurement (if one is ready) and starts the next one.

@@ -118,6 +118,10 @@ impl Rangefinder for LidarLitePwm {
         super::lidarlite::MAX_RATE_HZ
     }
 
+    fn max_range_cm(&self) -> u16 {
+        super::lidarlite::MAX_RANGE_CM
+    }
+
     fn init(&mut self, _rate_hz: u32) -> Result<(), RangeError> {
         Ok(())
     }

@@ -20,6 +20,8 @@ use crate::records::RangeStatus;
 pub const DEFAULT_ADDRESS: u8 = 0x10;
 /// Highest output rate (500 Hz internal / 2).
 pub const MAX_RATE_HZ: u32 = 250;
+/// Longest plausible distance: the 8 m range plus margin.
+pub const MAX_RANGE_CM: u16 = 1000;
 
 pub const REG_DIST_LOW: u8 = 0x00;
 pub const REG_MODE: u8 = 0x23;
@@ -131,6 +133,10 @@ where
 
     fn max_rate_hz(&self) -> u32 {
         MAX_RATE_HZ
+    }
+
+    fn max_range_cm(&self) -> u16 {
+        MAX_RANGE_CM
     }
 
     fn init(&mut self, _rate_hz: u32) -> Result<(), RangeError> {

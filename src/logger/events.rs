@@ -3,8 +3,9 @@
 //! Kinds: `session-start`, `session-end`, `dropout` (a queue was full: source, sink, count,
 //! first and last time), `state` (a processor's state or note changed: device lost, reopened,
 //! paused ...), `clock` (GPS time known with the offset to the system clock, or the system
-//! clock jumped), `rotate`, `degraded` / `resumed` (disk full or write errors),
-//! `session-deleted` (free-space floor).
+//! clock jumped), `rotate`, `degraded` / `resumed` (`cause=write`: disk full or write errors;
+//! `cause=fsync`: a sync failed, with the file), `session-deleted` (free-space floor, from the
+//! housekeeping pool's `free-space` job).
 
 use std::io::Write;
 

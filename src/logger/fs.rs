@@ -24,7 +24,12 @@ pub trait FileSystem: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Bytes available to unprivileged users on the file system holding `dir`.
     fn free_bytes(&self, dir: &Path) -> io::Result<u64>;
-    /// Replaces `path` with `data` atomically and durably (temp file, fsync, rename).
+    /// The length of the file at `path` (the manifest lists segment sizes).
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        std::fs::metadata(path).map(|m| m.len())
+    }
+    /// Replaces `path` with `data` atomically and durably (temp file, fsync, rename, fsync of
+    /// the directory: `control::state_files::write_atomic` with `Durability::Durable`).
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()>;
 }
 
@@ -58,7 +63,7 @@ impl FileSystem for RealFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        crate::control::state_files::sync_dir(dir)
     }
 
     fn free_bytes(&self, dir: &Path) -> io::Result<u64> {
@@ -67,12 +72,7 @@ impl FileSystem for RealFs {
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_data()?;
-        }
-        std::fs::rename(&tmp, path)
+        use crate::control::state_files::{Durability, write_atomic};
+        write_atomic(path, data, 0o644, Durability::Durable)
     }
 }

@@ -5,9 +5,16 @@
 //! * the logger thread ([`LoggerBackend`], run by a [`SinkLoop`]) drains the sources' queues,
 //!   formats records into per-file chunks of complete lines, and hands full chunks (16 KiB,
 //!   so every write is at least 4 KiB) to
-//! * the writer thread ([`writer`]), the only one doing file I/O: appends, fsyncs at most every
-//!   second (or after every batch with `fsync = "always"`), rotates segments, writes
-//!   `events.log` and `manifest.json`.
+//! * the writer thread ([`writer`]), the only one writing the data files: appends, fsyncs at
+//!   most every second (or after every batch with `fsync = "always"`), rotates segments, writes
+//!   `events.log`.
+//!
+//! The logger thread does no file-system call at all (issue #11): what is slow on a card and
+//! not a data write runs as jobs of the housekeeping pool ([`Housekeeping`]): `manifest`
+//! (serialise and replace `manifest.json`, durably; on request, every `manifest_every` and at
+//! close) and `free-space` (`statvfs` every 5 s, and the free-space floor: deleting the oldest
+//! finished sessions). The logger thread hands them state through a slot and atomics, and
+//! forwards the events they raise (`session-deleted`) to the writer.
 //!
 //! Both run at a lower scheduling priority than the sources (nice +10). A stall in the writer
 //! fills the bounded channel between them; the logger thread then stops draining and the
@@ -17,11 +24,21 @@
 //! Files in the session directory (`<data_dir>/<session>/`, see [`session`]):
 //! `can.NNN.log` (candump `-l`), `gps.NNN.nmea` (raw sentences), `gps-fix.NNN.csv`,
 //! `rangefinder.NNN.csv`, `events.log`, `harmony.log` (the application log), `manifest.json`.
-//! `NNN` is the segment: files rotate at `rotate_mib` and on SIGHUP / the `rotate` signal.
+//! `NNN` is the segment: files rotate at `rotate_mib` and on SIGHUP / the `rotate` signal, at
+//! most once per [`ROTATE_MIN_INTERVAL`]: the logger limits its `hup` and `rotate` signals at
+//! its mailbox ([`crate::concurrency::Entry::limit_signals`]), so a request from the radio, the
+//! control socket or SIGHUP beyond that is refused at delivery, counted in
+//! `rotations_refused`, and the requester told where there is a reply.
 //!
 //! Power cut: chunks are whole lines, and a failed write is cut back to the last whole line,
 //! so after a crash at most the last line of a file can be torn (only by the kernel, at a
 //! power loss); `harmony log check --repair` finds and cuts it.
+//!
+//! `manifest.json` stays small however long the session: `files` lists the last
+//! [`MANIFEST_SEGMENTS`] segments of each data file with their sizes, and `segments` gives, per
+//! data file, the number of segments, the bytes in all of them and the first one listed. The
+//! closed manifest is made after the writer has written and synced everything, so its
+//! `written` counts are final (`written == received` when nothing was dropped).
 
 pub mod events;
 pub mod fs;
@@ -30,19 +47,20 @@ pub mod space;
 pub mod writer;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
 
 use self::fs::FileSystem;
 use self::session::Session;
-use self::writer::{FileId, Msg, Writer, WriterStats};
-use crate::concurrency::Counter;
-use crate::concurrency::state::now_ms;
-use crate::concurrency::{BoxError, Context, DropReport, ProcState, Signal};
+use self::writer::{FAULT_SYNC, FAULT_WRITE, FileId, Msg, Writer, WriterStats};
+use crate::concurrency::{
+    BoxError, Context, Counter, DropReport, Housekeeping, JobHandle, ProcState, Signal,
+};
 use crate::formats::candump::{MAX_LINE, format_line};
 use crate::formats::csv::{FIX_HEADER, RANGE_HEADER, write_fix, write_range};
 use crate::formats::dronecan::TransferCounter;
@@ -114,6 +132,17 @@ pub fn file_name(file: FileId, seg: u32) -> String {
     format!("{stem}.{seg:03}.{ext}")
 }
 
+/// How many segments of each data file `manifest.json` lists by name (the newest ones).
+pub const MANIFEST_SEGMENTS: u32 = 16;
+/// How often the `free-space` job reads the free space (and applies the floor).
+pub const SPACE_EVERY: Duration = Duration::from_secs(5);
+/// Rotation requests (`rotate`, `hup`; from the radio, the control socket or SIGHUP) are taken
+/// at most once per this interval; the others are refused at delivery, counted
+/// (`rotations_refused`) and the requester told where there is a reply.
+pub const ROTATE_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Events raised by housekeeping jobs, waiting for the logger thread to forward them.
+const JOB_EVENTS: usize = 64;
+
 /// A chunk is handed to the writer when it reaches this size.
 pub const CHUNK: usize = 16 * 1024;
 /// Messages in flight to the writer; the logger stops draining at half of it.
@@ -135,12 +164,83 @@ struct QueueDrops {
     can: u64,
 }
 
+/// What the logger thread shares with its housekeeping jobs.
+struct Shared {
+    fs: Arc<dyn FileSystem>,
+    session: Session,
+    min_free_bytes: u64,
+    /// The newest manifest to write (newest wins; the job fills in the file sizes).
+    manifest: Mutex<Option<Manifest>>,
+    /// Complete `events.log` lines from the jobs, forwarded by the logger thread.
+    events: ArrayQueue<Vec<u8>>,
+    events_dropped: AtomicU64,
+    /// Free bytes on the data file system at the last look (`u64::MAX`: not known yet).
+    disk_free: AtomicU64,
+}
+
+impl Shared {
+    fn event(&self, kind: &str, args: std::fmt::Arguments<'_>) {
+        if self.events.push(events::line(kind, args)).is_err() {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The `manifest` job: the newest manifest, with the listed files' sizes, replaced
+    /// atomically and durably.
+    fn write_manifest(&self) -> Result<(), BoxError> {
+        let taken = self
+            .manifest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut m) = taken else { return Ok(()) };
+        for f in &mut m.files {
+            f.bytes = self
+                .fs
+                .file_len(&self.session.dir.join(&f.name))
+                .unwrap_or(0);
+        }
+        let mut j = serde_json::to_vec_pretty(&m)?;
+        j.push(b'\n');
+        self.fs
+            .write_atomic(&self.session.dir.join("manifest.json"), &j)
+            .map_err(|e| format!("manifest.json: {e}"))?;
+        Ok(())
+    }
+
+    /// The `free-space` job: reads the free space and keeps the floor.
+    fn free_space(&self) -> Result<(), BoxError> {
+        let s = &self.session;
+        let free = self
+            .fs
+            .free_bytes(&s.data_dir)
+            .map_err(|e| format!("statvfs {}: {e}", s.data_dir.display()))?;
+        self.disk_free.store(free, Ordering::Relaxed);
+        if self.min_free_bytes > 0 && free < self.min_free_bytes {
+            for (name, bytes) in space::free_up(&*self.fs, &s.data_dir, &s.dir, self.min_free_bytes)
+            {
+                log::warn!("free-space floor: deleted old session {name} ({bytes} bytes)");
+                self.event(
+                    "session-deleted",
+                    format_args!("name={name} bytes={bytes} reason=free-space-floor"),
+                );
+            }
+            if let Ok(free) = self.fs.free_bytes(&s.data_dir) {
+                self.disk_free.store(free, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Metrics {
     bytes_written: Counter,
     records_written: Counter,
     records_dropped: Counter,
     queue_dropped: Counter,
     degraded: Counter,
+    write_errors: Counter,
+    fsync_errors: Counter,
     disk_free_mb: Counter,
     last_fsync_ms: Counter,
     per_file: Vec<[Counter; 3]>,
@@ -151,6 +251,12 @@ pub struct LoggerBackend {
     cfg: LoggerConfig,
     session: Session,
     fs: Arc<dyn FileSystem>,
+    shared: Arc<Shared>,
+    manifest_job: JobHandle,
+    /// Write and fsync errors already added to the entry's error count.
+    errors_seen: u64,
+    /// The writer's faults the note and the `degraded` metric show.
+    shown_faults: u8,
     streams: Vec<Stream>,
     tx: Option<Sender<Msg>>,
     free: Receiver<Vec<u8>>,
@@ -161,7 +267,6 @@ pub struct LoggerBackend {
     next_sync: Instant,
     next_manifest: Instant,
     next_look: Instant,
-    next_space: Instant,
     transfers: TransferCounter,
     drops: QueueDrops,
     gps_offset: Option<(u64, f64)>,
@@ -183,10 +288,36 @@ fn lower_priority() {
 }
 
 impl LoggerBackend {
-    pub fn new(cfg: LoggerConfig, session: Session, fs: Arc<dyn FileSystem>) -> Self {
+    /// A logger writing `session` through `fs`; its `manifest` and `free-space` jobs run on
+    /// `housekeeping`'s pool (which must run in the same tree, before the logger).
+    pub fn new(
+        cfg: LoggerConfig,
+        session: Session,
+        fs: Arc<dyn FileSystem>,
+        housekeeping: &Housekeeping,
+    ) -> Self {
         let (free_tx, free) = bounded(CHANNEL + FILES);
         let enabled = [cfg.has_can, cfg.has_gps, cfg.has_gps, cfg.has_range];
+        let shared = Arc::new(Shared {
+            fs: fs.clone(),
+            session: session.clone(),
+            min_free_bytes: cfg.min_free_bytes,
+            manifest: Mutex::new(None),
+            events: ArrayQueue::new(JOB_EVENTS),
+            events_dropped: AtomicU64::new(0),
+            disk_free: AtomicU64::new(u64::MAX),
+        });
+        let s = shared.clone();
+        let manifest_job = housekeeping.add("manifest", None, false, move || s.write_manifest());
+        let s = shared.clone();
+        housekeeping.add("free-space", Some(SPACE_EVERY), false, move || {
+            s.free_space()
+        });
         LoggerBackend {
+            shared,
+            manifest_job,
+            errors_seen: 0,
+            shown_faults: 0,
             streams: enabled
                 .iter()
                 .map(|&e| Stream {
@@ -210,7 +341,6 @@ impl LoggerBackend {
             next_sync: Instant::now(),
             next_manifest: Instant::now(),
             next_look: Instant::now(),
-            next_space: Instant::now(),
             transfers: TransferCounter::default(),
             drops: QueueDrops::default(),
             gps_offset: None,
@@ -353,10 +483,17 @@ impl LoggerBackend {
             self.drops.gps + self.drops.range + self.drops.can,
             Ordering::Relaxed,
         );
-        m.degraded.store(
-            st.degraded.load(Ordering::Relaxed) as u64,
-            Ordering::Relaxed,
-        );
+        m.degraded
+            .store((self.shown_faults != 0) as u64, Ordering::Relaxed);
+        m.write_errors
+            .store(st.write_errors.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.fsync_errors
+            .store(st.fsync_errors.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(free) =
+            Some(self.shared.disk_free.load(Ordering::Relaxed)).filter(|&f| f != u64::MAX)
+        {
+            m.disk_free_mb.store(free >> 20, Ordering::Relaxed);
+        }
         m.last_fsync_ms
             .store(st.last_fsync_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         for (i, pf) in m.per_file.iter().enumerate() {
@@ -372,16 +509,29 @@ impl LoggerBackend {
         }
     }
 
-    /// The manifest's content.
+    /// The manifest's content; the listed files' sizes are filled in by the `manifest` job
+    /// (the logger thread does no file-system call).
     pub fn manifest(&self, closed: bool) -> Manifest {
         let st = &self.stats;
-        let files = (0..FILES)
-            .filter(|&i| self.streams[i].enabled)
-            .flat_map(|i| (0..=self.streams[i].segment).map(move |seg| (i, seg)))
-            .map(|(i, seg)| {
-                let name = file_name(i, seg);
-                let bytes = std::fs::metadata(self.session.dir.join(&name)).map_or(0, |m| m.len());
-                ManifestFile { name, bytes }
+        let enabled = || (0..FILES).filter(|&i| self.streams[i].enabled);
+        let first_listed = |i: FileId| {
+            self.streams[i]
+                .segment
+                .saturating_sub(MANIFEST_SEGMENTS - 1)
+        };
+        let files = enabled()
+            .flat_map(|i| (first_listed(i)..=self.streams[i].segment).map(move |seg| (i, seg)))
+            .map(|(i, seg)| ManifestFile {
+                name: file_name(i, seg),
+                bytes: 0,
+            })
+            .collect();
+        let segments = enabled()
+            .map(|i| SegmentTotals {
+                file: FILE_KINDS[i].0.into(),
+                count: self.streams[i].segment + 1,
+                bytes: st.written_bytes[i].load(Ordering::Relaxed),
+                first_listed: first_listed(i),
             })
             .collect();
         let mut started_utc = Vec::new();
@@ -402,9 +552,10 @@ impl LoggerBackend {
             updated_utc: String::from_utf8_lossy(&updated_utc).into_owned(),
             closed,
             degraded: st.degraded.load(Ordering::Relaxed),
+            fsync_errors: st.fsync_errors.load(Ordering::Relaxed),
             files,
-            records: (0..FILES)
-                .filter(|&i| self.streams[i].enabled)
+            segments,
+            records: enabled()
                 .map(|i| RecordCounts {
                     file: FILE_KINDS[i].0.into(),
                     received: self.streams[i].received,
@@ -425,10 +576,21 @@ impl LoggerBackend {
         }
     }
 
+    /// Hands the manifest to the `manifest` job (newest wins) and asks for a run.
     fn write_manifest(&self, closed: bool) {
-        if let Ok(mut j) = serde_json::to_vec_pretty(&self.manifest(closed)) {
-            j.push(b'\n');
-            self.send(Msg::Manifest(j));
+        let m = self.manifest(closed);
+        *self
+            .shared
+            .manifest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(m);
+        self.manifest_job.request();
+    }
+
+    /// Forwards the events the housekeeping jobs raised to the writer.
+    fn forward_job_events(&self) {
+        while let Some(line) = self.shared.events.pop() {
+            self.send(Msg::Event(line));
         }
     }
 }
@@ -446,7 +608,14 @@ pub struct Manifest {
     pub updated_utc: String,
     pub closed: bool,
     pub degraded: bool,
+    /// fsync errors so far (a failing card: data may be missing even where counts say written).
+    #[serde(default)]
+    pub fsync_errors: u64,
+    /// The last [`MANIFEST_SEGMENTS`] segments of each data file, with their sizes.
     pub files: Vec<ManifestFile>,
+    /// Per data file: every segment, counted (files lists only the newest).
+    #[serde(default)]
+    pub segments: Vec<SegmentTotals>,
     pub records: Vec<RecordCounts>,
     pub queue_drops: QueueDropCounts,
     pub can_transfers_per_node: std::collections::BTreeMap<String, u64>,
@@ -463,6 +632,18 @@ pub struct GpsTime {
 pub struct ManifestFile {
     pub name: String,
     pub bytes: u64,
+}
+
+/// All the segments of one data file.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct SegmentTotals {
+    pub file: String,
+    /// Segments made (`NNN` runs from 0 to `count - 1`).
+    pub count: u32,
+    /// Bytes written to all of them (headers included).
+    pub bytes: u64,
+    /// The oldest segment listed in `files`.
+    pub first_listed: u32,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -487,6 +668,11 @@ impl Backend for LoggerBackend {
 
     fn start(&mut self, ctx: &Context) -> Result<(), BoxError> {
         lower_priority();
+        ctx.entry().limit_signals(
+            &["hup", "rotate"],
+            ROTATE_MIN_INTERVAL,
+            ctx.metric("rotations_refused"),
+        );
         let (tx, rx) = bounded(CHANNEL);
         let w = Writer::new(
             self.fs.clone(),
@@ -495,7 +681,8 @@ impl Backend for LoggerBackend {
             self.stats.clone(),
             self.free_tx.clone(),
         )
-        .wake_logger_below(ctx.waker().clone(), CHANNEL / 2);
+        .wake_logger_below(ctx.waker().clone(), CHANNEL / 2)
+        .with_sync_fault(self.session.sync_error.clone());
         self.writer = Some(
             std::thread::Builder::new()
                 .name("log-writer".into())
@@ -521,6 +708,8 @@ impl Backend for LoggerBackend {
             records_dropped: ctx.metric("records_dropped"),
             queue_dropped: ctx.metric("queue_dropped"),
             degraded: ctx.metric("degraded"),
+            write_errors: ctx.metric("write_errors"),
+            fsync_errors: ctx.metric("fsync_errors"),
             disk_free_mb: ctx.metric("disk_free_mb"),
             last_fsync_ms: ctx.metric("last_fsync_ms"),
             per_file,
@@ -655,37 +844,31 @@ impl Backend for LoggerBackend {
             self.next_look = now + Duration::from_secs(1);
             self.look_at_states(ctx);
             self.check_clock();
-            let degraded = self.stats.degraded.load(Ordering::Relaxed);
-            ctx.set_note(&if degraded {
-                format!(
-                    "session {}: DEGRADED (writes failing, dropping)",
-                    self.session.name
-                )
-            } else {
-                format!("session {}", self.session.name)
-            });
+            self.forward_job_events();
         }
-        if now >= self.next_space {
-            self.next_space = now + Duration::from_secs(5);
-            if let Ok(free) = self.fs.free_bytes(&self.session.data_dir) {
-                if let Some(m) = &self.metrics {
-                    m.disk_free_mb.store(free >> 20, Ordering::Relaxed);
-                }
-                if self.cfg.min_free_bytes > 0 && free < self.cfg.min_free_bytes {
-                    for (name, bytes) in space::free_up(
-                        &*self.fs,
-                        &self.session.data_dir,
-                        &self.session.dir,
-                        self.cfg.min_free_bytes,
-                    ) {
-                        log::warn!("free-space floor: deleted old session {name} ({bytes} bytes)");
-                        self.event(
-                            "session-deleted",
-                            format_args!("name={name} bytes={bytes} reason=free-space-floor"),
-                        );
-                    }
-                }
-            }
+        // The writer's failures count as the logger's errors, as they happen.
+        let st = &self.stats;
+        let errors =
+            st.write_errors.load(Ordering::Relaxed) + st.fsync_errors.load(Ordering::Relaxed);
+        if errors > self.errors_seen {
+            ctx.entry().add_errors(errors - self.errors_seen);
+            self.errors_seen = errors;
+        }
+        // The note follows the writer's faults at once (not a second later), so the note and
+        // the `degraded` metric published below always agree.
+        let faults = self.stats.faults.load(Ordering::Acquire);
+        if faults != self.shown_faults {
+            self.shown_faults = faults;
+            let why = match (faults & FAULT_WRITE != 0, faults & FAULT_SYNC != 0) {
+                (true, true) => Some("writes and fsync failing, dropping"),
+                (true, false) => Some("writes failing, dropping"),
+                (false, true) => Some("fsync failing: data may not be on the card"),
+                (false, false) => None,
+            };
+            ctx.set_note(&match why {
+                Some(why) => format!("session {}: DEGRADED ({why})", self.session.name),
+                None => format!("session {}", self.session.name),
+            });
         }
         if now >= self.next_manifest {
             self.next_manifest = now + self.cfg.manifest_every;
@@ -704,6 +887,7 @@ impl Backend for LoggerBackend {
             self.flush(f);
         }
         self.look_at_states(ctx);
+        self.forward_job_events();
         let total: u64 = self.streams.iter().map(|s| s.received).sum();
         self.event(
             "session-end",
@@ -712,15 +896,15 @@ impl Backend for LoggerBackend {
                 self.drops.gps + self.drops.range + self.drops.can
             ),
         );
-        self.send(Msg::Sync);
-        self.write_manifest(true);
+        // Close syncs everything; the closed manifest is made once the writer is done, so its
+        // counts are final (issue #11: it said written < received when made before).
         self.send(Msg::Close);
         self.tx = None;
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
         self.publish();
-        let _ = now_ms;
+        self.write_manifest(true);
         Ok(())
     }
 }

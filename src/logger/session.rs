@@ -5,12 +5,18 @@
 //! session is `sessNNN`, numbered after the existing ones, and the logger records when GPS time
 //! becomes known and the offset, so times can be corrected afterwards.
 //! A `latest` symlink in the data directory points at the running session, for `tail -f`.
+//!
+//! The new directory and `latest` are synced (an `fsync` of the data directory, and of its
+//! parent when the data directory itself is new), so after a power cut the session's files are
+//! not orphaned by a lost directory entry. A failed sync does not stop the recording: it is kept
+//! in [`Session::sync_error`] and the logger starts degraded and says so.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::clock::{Stamp, wall_clock_plausible};
+use crate::control::state_files::sync_dir;
 use crate::timefmt::compact_utc;
 
 /// Why a session directory could not be made.
@@ -31,6 +37,9 @@ pub struct Session {
     pub started: Stamp,
     /// Whether the wall clock looked right (after 2020) at the start.
     pub clock_valid: bool,
+    /// Why the new directory entries could not be synced, if they could not (the logger
+    /// reports it as a write fault: degraded, counted, in `events.log`).
+    pub sync_error: Option<String>,
 }
 
 fn sess_number(name: &str) -> Option<u32> {
@@ -88,6 +97,7 @@ impl Session {
     /// Creates the session directory for a run started at `started` (tests set the clock).
     pub fn create_at(data_dir: &Path, started: Stamp) -> Result<Self, SessionError> {
         let clock_valid = wall_clock_plausible(started.wall_ns);
+        let new_data_dir = !data_dir.exists();
         fs::create_dir_all(data_dir).map_err(|source| SessionError::Create {
             path: data_dir.to_owned(),
             source,
@@ -120,12 +130,24 @@ impl Session {
         if std::os::unix::fs::symlink(&name, &tmp).is_ok() {
             let _ = fs::rename(&tmp, &latest);
         }
+        // Make the new entries durable: the session directory and `latest` in the data
+        // directory, and the data directory in its parent when it was made just now.
+        let mut sync_error = None;
+        let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let dirs = [new_data_dir.then_some(parent).flatten(), Some(data_dir)];
+        for d in dirs.into_iter().flatten() {
+            if let Err(e) = sync_dir(d) {
+                log::error!("cannot sync directory {}: {e}", d.display());
+                sync_error.get_or_insert_with(|| format!("cannot sync {}: {e}", d.display()));
+            }
+        }
         Ok(Session {
             data_dir: data_dir.to_owned(),
             dir,
             name,
             started,
             clock_valid,
+            sync_error,
         })
     }
 }

@@ -1,22 +1,31 @@
-//! The writer thread: the only thread that touches the SD card (PX4's logger splits the same
-//! way: the logger thread formats, a writer thread writes).
+//! The writer thread: the only thread that writes the data files (PX4's logger splits the same
+//! way: the logger thread formats, a writer thread writes). The rest of the card work (the
+//! manifest, free space, old sessions, the signing state) is the housekeeping pool's; the timed
+//! threads (logger, uplink, sources) make no file-system call.
 //!
 //! It receives whole chunks of complete lines, appends them, fsyncs when told (at most once a
-//! second by default), rotates segments, and writes `events.log` and `manifest.json`. A stall
+//! second by default), rotates segments, and writes `events.log`. A stall
 //! here (an SD card pausing for seconds) fills the bounded channel; the logger thread then
 //! stops draining and the sources' queues absorb the stall.
 //!
 //! Disk full (ENOSPC) or any write error: the chunk is dropped and counted, the file is cut
 //! back to its last complete line (so no torn record is left in the middle), the logger is
 //! marked degraded, and one write per second probes whether space is back; everything else
-//! that arrives meanwhile is dropped and counted. Events raised while degraded are kept (up to
-//! a bound) and written when writing resumes.
+//! that arrives meanwhile is dropped and counted. Events raised while writes fail are kept (up
+//! to a bound) and written when writing resumes.
+//!
+//! An fsync error (EIO from a failing card, on a data file, `events.log` or the directory) is
+//! never ignored (issue #11): the logger is degraded, the error counted (`fsync_errors`) and
+//! written to `events.log` (what was written since the last good sync may not be on the card).
+//! Writing goes on (the writes themselves still succeed); the logger resumes when a later sync
+//! of every file succeeds. Linux reports a writeback error once per file, so a later success
+//! means the later data is durable, not that the earlier data was.
 
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -45,8 +54,6 @@ pub enum Msg {
     Event(Vec<u8>),
     /// fsync every file written since the last sync.
     Sync,
-    /// Replace `manifest.json`.
-    Manifest(Vec<u8>),
     /// Sync and close everything, then exit.
     Close,
 }
@@ -57,10 +64,18 @@ pub struct WriterStats {
     pub written_bytes: Vec<AtomicU64>,
     pub dropped_records: Vec<AtomicU64>,
     pub degraded: AtomicBool,
+    /// What degrades the logger: [`FAULT_WRITE`] and/or [`FAULT_SYNC`] bits.
+    pub faults: AtomicU8,
     pub last_fsync_ms: AtomicU64,
     pub write_errors: AtomicU64,
+    pub fsync_errors: AtomicU64,
     pub events_dropped: AtomicU64,
 }
+
+/// Writes are failing (disk full, I/O error): records are dropped and counted.
+pub const FAULT_WRITE: u8 = 1;
+/// A sync failed: what was written since the last good one may not be on the card.
+pub const FAULT_SYNC: u8 = 2;
 
 impl WriterStats {
     pub fn new(files: usize) -> Self {
@@ -70,8 +85,10 @@ impl WriterStats {
             written_bytes: v(),
             dropped_records: v(),
             degraded: AtomicBool::new(false),
+            faults: AtomicU8::new(0),
             last_fsync_ms: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            fsync_errors: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
         }
     }
@@ -98,7 +115,11 @@ pub struct Writer {
     pending_events: VecDeque<Vec<u8>>,
     stats: Arc<WriterStats>,
     degraded_since: Option<Instant>,
+    /// [`FAULT_WRITE`] | [`FAULT_SYNC`] while degraded.
+    faults: u8,
     dropped_while_degraded: u64,
+    /// A sync that failed before the thread started (the session directory's).
+    initial_fault: Option<String>,
     next_probe: Instant,
     free: Sender<Vec<u8>>,
     /// Woken when the channel drains below `resume_below` (the logger stopped draining at it).
@@ -144,7 +165,9 @@ impl Writer {
             pending_events: VecDeque::new(),
             stats,
             degraded_since: None,
+            faults: 0,
             dropped_while_degraded: 0,
+            initial_fault: None,
             next_probe: Instant::now(),
             free,
             logger: None,
@@ -161,8 +184,17 @@ impl Writer {
         self
     }
 
+    /// Starts degraded by a sync that already failed (the session directory's, at creation).
+    pub fn with_sync_fault(mut self, why: Option<String>) -> Self {
+        self.initial_fault = why;
+        self
+    }
+
     /// Runs until [`Msg::Close`] or until the logger thread goes away.
     pub fn run(mut self, rx: Receiver<Msg>) {
+        if let Some(why) = self.initial_fault.take() {
+            self.sync_failed(&io::Error::other(why), &self.dir.clone());
+        }
         while let Ok(m) = rx.recv() {
             if let Some((w, below)) = &self.logger
                 && rx.len() + 1 == *below
@@ -179,13 +211,6 @@ impl Writer {
                 }
                 Msg::Event(line) => self.event(line),
                 Msg::Sync => self.sync(),
-                Msg::Manifest(json) => {
-                    if !self.is_degraded()
-                        && let Err(e) = self.fs.write_atomic(&self.dir.join("manifest.json"), &json)
-                    {
-                        self.failed(&e);
-                    }
-                }
                 Msg::Close => {
                     self.sync();
                     return;
@@ -195,8 +220,9 @@ impl Writer {
         self.sync();
     }
 
-    fn is_degraded(&self) -> bool {
-        self.degraded_since.is_some()
+    /// Whether writes are failing (records are being dropped until a probe succeeds).
+    fn writes_failing(&self) -> bool {
+        self.faults & FAULT_WRITE != 0
     }
 
     fn open_handle(&mut self, which: Option<FileId>) -> io::Result<()> {
@@ -210,6 +236,7 @@ impl Writer {
         }
         let (mut h, len) = fs.open_append(&f.path)?;
         f.len = len;
+        let mut header_bytes = 0;
         if len == 0
             && let Some(hdr) = f.header
         {
@@ -222,9 +249,17 @@ impl Writer {
             }
             f.len = line.len() as u64;
             f.dirty = true;
+            header_bytes = line.len() as u64;
         }
         f.handle = Some(h);
-        let _ = fs.sync_dir(&self.dir);
+        if let Some(i) = which {
+            self.stats.written_bytes[i].fetch_add(header_bytes, Ordering::Relaxed);
+        }
+        // The new file's directory entry: without it the file may vanish at a power cut.
+        if let Err(e) = fs.sync_dir(&self.dir) {
+            let dir = self.dir.clone();
+            self.sync_failed(&e, &dir);
+        }
         Ok(())
     }
 
@@ -232,9 +267,12 @@ impl Writer {
         if let Some(f) = self.files.get_mut(file) {
             if let Some(mut h) = f.handle.take()
                 && f.dirty
+                && let Err(e) = h.sync()
             {
-                let _ = h.sync();
+                let old = f.path.clone();
+                self.sync_failed(&e, &old);
             }
+            let f = &mut self.files[file];
             *f = Open {
                 handle: None,
                 path,
@@ -250,7 +288,7 @@ impl Writer {
 
     fn data(&mut self, file: FileId, buf: &[u8], records: u32) {
         let now = Instant::now();
-        if self.is_degraded() && now < self.next_probe {
+        if self.writes_failing() && now < self.next_probe {
             self.drop_records(file, records);
             return;
         }
@@ -274,8 +312,8 @@ impl Writer {
             Ok(()) => {
                 self.stats.written_records[file].fetch_add(records as u64, Ordering::Relaxed);
                 self.stats.written_bytes[file].fetch_add(buf.len() as u64, Ordering::Relaxed);
-                if self.is_degraded() {
-                    self.resumed();
+                if self.writes_failing() {
+                    self.cleared(FAULT_WRITE);
                 }
             }
             Err(e) => {
@@ -294,19 +332,63 @@ impl Writer {
     fn failed(&mut self, e: &io::Error) {
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         self.next_probe = Instant::now() + PROBE_EVERY;
+        if self.writes_failing() {
+            return;
+        }
+        let full = e.raw_os_error() == Some(nix::libc::ENOSPC);
+        log::error!(
+            "logger degraded: {e}{}; dropping (and counting) records until writing works again",
+            if full { " (disk full)" } else { "" }
+        );
+        let line = super::events::line(
+            "degraded",
+            format_args!("cause=write reason=\"{e}\" disk_full={full}"),
+        );
+        self.raise(FAULT_WRITE, line);
+    }
+
+    /// A sync failed: degraded until a later sync of every file succeeds. Every failure is
+    /// counted and written to `events.log` (at most one a sync, so about one a second).
+    fn sync_failed(&mut self, e: &io::Error, what: &Path) {
+        let n = self.stats.fsync_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = what
+            .strip_prefix(&self.dir)
+            .ok()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(what);
+        if n == 1 || n.is_power_of_two() {
+            log::error!(
+                "logger degraded: fsync of {} failed: {e} ({n} so far); what was written since the last good sync may not be on the card",
+                name.display()
+            );
+        }
+        let line = super::events::line(
+            "degraded",
+            format_args!(
+                "cause=fsync file={} reason=\"{e}\" fsync_errors={n} note=\"data since the last good sync may be lost\"",
+                name.display()
+            ),
+        );
+        self.raise(FAULT_SYNC, line);
+    }
+
+    fn raise(&mut self, fault: u8, line: Vec<u8>) {
         if self.degraded_since.is_none() {
             self.degraded_since = Some(Instant::now());
             self.dropped_while_degraded = 0;
             self.stats.degraded.store(true, Ordering::Release);
-            let full = e.raw_os_error() == Some(nix::libc::ENOSPC);
-            log::error!(
-                "logger degraded: {e}{}; dropping (and counting) records until writing works again",
-                if full { " (disk full)" } else { "" }
-            );
-            self.queue_event(super::events::line(
-                "degraded",
-                format_args!("reason=\"{e}\" disk_full={full}"),
-            ));
+        }
+        self.faults |= fault;
+        self.stats.faults.store(self.faults, Ordering::Release);
+        self.event(line);
+    }
+
+    /// `fault` is over; the logger resumes when no fault is left.
+    fn cleared(&mut self, fault: u8) {
+        self.faults &= !fault;
+        self.stats.faults.store(self.faults, Ordering::Release);
+        if self.faults == 0 && self.degraded_since.is_some() {
+            self.resumed();
         }
     }
 
@@ -344,7 +426,7 @@ impl Writer {
 
     fn event(&mut self, line: Vec<u8>) {
         self.queue_event(line);
-        if !self.is_degraded() {
+        if !self.writes_failing() {
             self.flush_events();
         }
     }
@@ -370,8 +452,10 @@ impl Writer {
         }
     }
 
+    /// Syncs every file written since the last sync; a failure degrades the logger (see the
+    /// module docs), a round where every sync succeeds clears that.
     fn sync(&mut self) {
-        let mut ok = true;
+        let mut failed: Option<(io::Error, PathBuf)> = None;
         for f in self
             .files
             .iter_mut()
@@ -382,12 +466,31 @@ impl Writer {
             {
                 match h.sync() {
                     Ok(()) => f.dirty = false,
-                    Err(_) => ok = false,
+                    Err(e) => {
+                        // Linux reports the error once: do not count the file clean again
+                        // until a sync succeeds, and say which file failed.
+                        failed.get_or_insert((e, f.path.clone()));
+                    }
                 }
             }
         }
-        if ok {
-            self.stats.last_fsync_ms.store(now_ms(), Ordering::Relaxed);
+        match failed {
+            None => {
+                self.stats.last_fsync_ms.store(now_ms(), Ordering::Relaxed);
+                if self.faults & FAULT_SYNC != 0 {
+                    self.cleared(FAULT_SYNC);
+                }
+            }
+            Some((e, path)) => {
+                self.sync_failed(&e, &path);
+                // The event about it must reach the card too, if it can.
+                if let Some(h) = &mut self.events.handle
+                    && self.events.dirty
+                    && h.sync().is_ok()
+                {
+                    self.events.dirty = false;
+                }
+            }
         }
     }
 }

@@ -1,23 +1,34 @@
 //! `harmony log`: the tools for what the logger wrote.
 //!
 //! * `ls`: sessions, their start, duration, size and drops;
-//! * `tail SOURCE [--follow]`: the newest session's file, following rotations and new sessions;
+//! * `tail SOURCE [--follow]`: the newest session's file, following rotations and new sessions
+//!   ([`tail`]);
 //! * `check DIR [--repair]`: every file against its format ([`check`]);
 //! * `export --gpx`: the GPS track as GPX 1.1 ([`gpx`]);
 //! * `plot`: an SVG of rangefinder distance and GPS altitude over time ([`plot`]).
 //!
+//! Files are hostile input (issue #17): they are opened without following links
+//! ([`files`]), read line by line in bounded memory ([`lines`]), and a number that is not
+//! finite is refused ([`rows`]). A directory that does not exist, a session with nothing to
+//! export or plot, is an error (exit 2); `check` exits 1 when it found problems.
+//!
 //! Long runs print progress to stderr when it is a terminal.
 
 pub mod check;
+pub mod files;
 pub mod gpx;
+pub mod lines;
 pub mod plot;
+pub mod rows;
+pub mod tail;
 
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use self::files::{ArgDir, Dir, FileError};
 use crate::logger::session::list_sessions;
-use crate::logger::{CAN, FIX, Manifest, NMEA, RANGE, segments};
+use crate::logger::{CAN, FIX, NMEA, RANGE, segments};
 
 /// `harmony log ...`
 #[derive(clap::Args, Debug)]
@@ -81,6 +92,12 @@ pub enum ToolError {
     Io { path: PathBuf, source: io::Error },
     #[error("no sessions under {0}")]
     NoSession(PathBuf),
+    #[error("{0}: no such data directory (give --data-dir, or --board for the board's)")]
+    NoDataDir(PathBuf),
+    #[error("{path}: {what}")]
+    NoInput { path: PathBuf, what: String },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("unknown source '{0}' (one of: can, gps, gps-fix, rangefinder, events, app)")]
     UnknownSource(String),
     #[error("choose an export format (--gpx)")]
@@ -150,10 +167,30 @@ fn data_dir(args: &LogArgs) -> Result<PathBuf, ToolError> {
     Ok(crate::board::Board::sim().board.data_dir)
 }
 
+/// The data directory must exist: an empty answer for a wrong path would look like "no
+/// flights" (issue #17).
+fn require_data_dir(data: &Path) -> Result<(), ToolError> {
+    match Dir::open_arg(data, ArgDir::Follow) {
+        Ok(_) => Ok(()),
+        Err(FileError::Missing(_)) => Err(ToolError::NoDataDir(data.to_owned())),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn newest_session(data: &Path) -> Result<PathBuf, ToolError> {
+    require_data_dir(data)?;
     list_sessions(data)?
         .pop()
         .ok_or_else(|| ToolError::NoSession(data.to_owned()))
+}
+
+/// `--session DIR` (followed: reading only) or the newest session.
+fn session_dir(data: &Path, session: Option<PathBuf>) -> Result<Dir, ToolError> {
+    let path = match session {
+        Some(s) => s,
+        None => newest_session(data)?,
+    };
+    Ok(Dir::open_arg(&path, ArgDir::Follow)?)
 }
 
 fn source_files(dir: &Path, source: &str) -> Result<Vec<PathBuf>, ToolError> {
@@ -168,17 +205,36 @@ fn source_files(dir: &Path, source: &str) -> Result<Vec<PathBuf>, ToolError> {
     })
 }
 
-fn manifest(dir: &Path) -> Option<Manifest> {
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()
+/// The names of a session's segments of `file`, in order.
+fn segment_names(dir: &Dir, file: crate::logger::writer::FileId) -> Vec<OsString> {
+    segments(dir.path(), file)
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_owned()))
+        .collect()
+}
+
+fn manifest(dir: &Path) -> Option<crate::logger::Manifest> {
+    let d = Dir::open_arg(dir, ArgDir::Strict).ok()?;
+    let bytes = d
+        .read_bounded("manifest.json".as_ref(), check::MANIFEST_MAX)
+        .ok()?
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn ls(data: &Path, out: &mut dyn Write) -> Result<(), ToolError> {
+    require_data_dir(data)?;
+    let sessions = list_sessions(data)?;
+    if sessions.is_empty() {
+        eprintln!("no sessions under {}", data.display());
+        return Ok(());
+    }
     let _ = writeln!(
         out,
         "{:<22} {:<26} {:>9} {:>10} {:>9} {:>9}  state",
         "session", "started (UTC)", "duration", "size", "q-drops", "d-drops"
     );
-    for s in list_sessions(data)? {
+    for s in sessions {
         let name = s
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -187,7 +243,8 @@ fn ls(data: &Path, out: &mut dyn Write) -> Result<(), ToolError> {
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
-            .filter_map(|e| e.metadata().ok())
+            .filter_map(|e| e.metadata().ok()) // DirEntry::metadata does not follow links
+            .filter(|m| m.is_file())
             .map(|m| m.len())
             .sum();
         match manifest(&s) {
@@ -230,77 +287,55 @@ fn ls(data: &Path, out: &mut dyn Write) -> Result<(), ToolError> {
     Ok(())
 }
 
-fn last_lines(data: &[u8], n: usize) -> &[u8] {
-    if n == 0 {
-        return &data[data.len()..];
-    }
-    let mut count = 0;
-    for (i, &b) in data.iter().enumerate().rev() {
-        if b == b'\n' && i + 1 < data.len() {
-            count += 1;
-            if count == n {
-                return &data[i + 1..];
-            }
+/// Prints the reports of `harmony log check`; returns whether everything was fine.
+fn print_check(reports: &[check::FileReport], out: &mut dyn Write) -> bool {
+    let mut failed = 0;
+    for r in reports {
+        let name = r.path.display();
+        if let Some(p) = &r.problem {
+            let _ = writeln!(out, "{name}: FAILED: {p}");
         }
-    }
-    data
-}
-
-fn tail(
-    data: &Path,
-    source: &str,
-    follow: bool,
-    lines: usize,
-    out: &mut dyn Write,
-) -> Result<(), ToolError> {
-    let mut session = newest_session(data)?;
-    let mut file = source_files(&session, source)?
-        .pop()
-        .ok_or_else(|| ToolError::NoSession(session.clone()))?;
-    let bytes = std::fs::read(&file).unwrap_or_default();
-    let _ = out.write_all(last_lines(&bytes, lines));
-    let _ = out.flush();
-    if !follow {
-        return Ok(());
-    }
-    let mut pos = bytes.len() as u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Ok(mut f) = std::fs::File::open(&file) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < pos {
-                pos = 0; // cut by a repair: start over
-            }
-            if len > pos {
-                f.seek(SeekFrom::Start(pos)).map_err(io_err(&file))?;
-                loop {
-                    let n = f.read(&mut buf).map_err(io_err(&file))?;
-                    if n == 0 {
-                        break;
-                    }
-                    pos += n as u64;
-                    if out.write_all(&buf[..n]).is_err() {
-                        return Ok(()); // reader went away (e.g. `| head`)
-                    }
+        if let Some((at, len)) = r.torn {
+            let _ = writeln!(
+                out,
+                "{name}: torn tail of {len} bytes at offset {at}{}",
+                if r.repaired {
+                    " (cut; kept in .torn)"
+                } else if r.problem.is_some() {
+                    ""
+                } else {
+                    " (use --repair)"
                 }
-                let _ = out.flush();
-                continue;
+            );
+        }
+        for (line, why) in &r.corrupt {
+            let _ = writeln!(out, "{name}:{line}: CORRUPT: {why}");
+        }
+        let more = r.corrupt_lines - r.corrupt.len() as u64;
+        if more > 0 {
+            let _ = writeln!(out, "{name}: ... and {more} more corrupt lines");
+        }
+        for w in &r.warnings {
+            let _ = writeln!(out, "{name}: WARNING: {w}");
+        }
+        if r.ok() && r.torn.is_none() {
+            match r.kind {
+                check::FileKind::Manifest => {
+                    let _ = writeln!(out, "{name}: ok");
+                }
+                _ => {
+                    let _ = writeln!(out, "{name}: ok, {} records", r.records);
+                }
             }
         }
-        // Rotated to a new segment, or the firmware started a new session?
-        let newest = newest_session(data).unwrap_or_else(|_| session.clone());
-        let candidates = source_files(&newest, source)?;
-        if let Some(last) = candidates.last()
-            && *last != file
-        {
-            session = newest;
-            file = last.clone();
-            pos = 0;
-            continue;
-        }
-        let _ = &session;
-        std::thread::sleep(Duration::from_millis(200));
+        failed += !r.ok() as usize;
     }
+    let _ = if failed == 0 {
+        writeln!(out, "{} files checked: ok", reports.len())
+    } else {
+        writeln!(out, "{} files checked: {failed} FAILED", reports.len())
+    };
+    failed == 0
 }
 
 /// Runs `harmony log ...`; returns the exit code (1 when a check found problems).
@@ -318,41 +353,16 @@ pub fn main(args: LogArgs) -> Result<u8, ToolError> {
             follow,
             lines,
         } => {
-            tail(&data, &source, follow, lines, &mut out)?;
+            tail::tail(&data, &source, follow, lines, &mut out)?;
             Ok(0)
         }
         LogCmd::Check { dir, repair } => {
-            let sessions = if dir.join("manifest.json").exists() || dir.join("events.log").exists()
-            {
-                vec![dir]
+            let reports = check::check_dir(&dir, repair)?;
+            Ok(if print_check(&reports, &mut out) {
+                0
             } else {
-                list_sessions(&dir)?
-            };
-            let mut bad = false;
-            for s in sessions {
-                for r in check::check_session(&s, repair)? {
-                    let name = r.path.display();
-                    if let Some((at, len)) = r.torn {
-                        let _ = writeln!(
-                            out,
-                            "{name}: torn tail of {len} bytes at offset {at}{}",
-                            if r.repaired {
-                                " (cut; kept in .torn)"
-                            } else {
-                                " (use --repair)"
-                            }
-                        );
-                    }
-                    for (line, why) in &r.corrupt {
-                        let _ = writeln!(out, "{name}:{line}: CORRUPT: {why}");
-                    }
-                    if r.ok() && r.torn.is_none() {
-                        let _ = writeln!(out, "{name}: ok, {} records", r.records);
-                    }
-                    bad |= !r.ok();
-                }
-            }
-            Ok(bad as u8)
+                1
+            })
         }
         LogCmd::Export {
             gpx,
@@ -362,34 +372,60 @@ pub fn main(args: LogArgs) -> Result<u8, ToolError> {
             if !gpx {
                 return Err(ToolError::NoFormat);
             }
-            let session = match session {
-                Some(s) => s,
-                None => newest_session(&data)?,
-            };
-            let files = segments(&session, FIX);
-            let text = gpx::export(
-                &files,
-                &session.file_name().unwrap_or_default().to_string_lossy(),
-            )?;
-            match output {
-                Some(p) => std::fs::write(&p, text).map_err(io_err(&p))?,
-                None => {
-                    let _ = out.write_all(text.as_bytes());
+            let dir = session_dir(&data, session)?;
+            let files = segment_names(&dir, FIX);
+            if files.is_empty() {
+                return Err(ToolError::NoInput {
+                    path: dir.path().to_owned(),
+                    what: "no gps-fix files: nothing to export".into(),
+                });
+            }
+            let name = dir
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let stats = match &output {
+                Some(p) => {
+                    let f = std::fs::File::create(p).map_err(io_err(p))?;
+                    let mut w = io::BufWriter::new(f);
+                    let s = gpx::export(&dir, &files, &name, &mut w)?;
+                    w.into_inner()
+                        .map_err(|e| e.into_error())
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err(p))?;
+                    s
                 }
+                None => gpx::export(&dir, &files, &name, &mut out)?,
+            };
+            if stats.skipped > 0 {
+                eprintln!(
+                    "export: {} points; {} rows skipped (unreadable or not finite)",
+                    stats.points, stats.skipped
+                );
             }
             Ok(0)
         }
         LogCmd::Plot { session, output } => {
-            let session = match session {
-                Some(s) => s,
-                None => newest_session(&data)?,
-            };
-            let n = plot::plot(
-                &segments(&session, RANGE),
-                &segments(&session, FIX),
-                &output,
-            )?;
-            let _ = writeln!(out, "{}: {} points", output.display(), n);
+            let dir = session_dir(&data, session)?;
+            let (range, fixes) = (segment_names(&dir, RANGE), segment_names(&dir, FIX));
+            if range.is_empty() && fixes.is_empty() {
+                return Err(ToolError::NoInput {
+                    path: dir.path().to_owned(),
+                    what: "no rangefinder or gps-fix files: nothing to plot".into(),
+                });
+            }
+            let s = plot::plot(&dir, &range, &fixes, &output)?;
+            let _ = write!(out, "{}: {} points", output.display(), s.points);
+            if s.skipped > 0 {
+                let _ = write!(
+                    out,
+                    "; {} rows skipped (unreadable or not finite)",
+                    s.skipped
+                );
+            }
+            let _ = writeln!(out);
             Ok(0)
         }
     }

@@ -1,93 +1,208 @@
 //! `harmony log plot`: rangefinder distance and GPS altitude over the session's time, as SVG
 //! (plotters' SVG backend: no font files needed, the viewer renders the text).
+//!
+//! Bounded whatever the files hold (issue #17):
+//! * rows are read with [`Lines`] and accepted by [`rows`]: a non-finite or absurd number, a
+//!   line that is not UTF-8 or too long, is skipped and counted, never drawn (plotters loops
+//!   for ever on an infinite axis);
+//! * two passes over the files: the first finds the time and value ranges, the second keeps,
+//!   per pixel column of the chart, only the lowest and the highest point of each series (in
+//!   time order). So a chart of a million rows holds at most `2 * COLUMNS` points per series,
+//!   shows every spike a full-resolution line would show, and the memory does not grow with
+//!   the files;
+//! * the axes are padded so that their span is never zero nor lost in a value's rounding.
+//!
+//! Later additions (more series, issue #13) plug in as more [`Series`].
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{Progress, ToolError, io_err};
-use crate::formats::csv::{parse_fix, parse_range};
+use super::files::Dir;
+use super::lines::Lines;
+use super::{Progress, ToolError, rows};
 use crate::records::RangeStatus;
 
-fn series(
-    files: &[PathBuf],
+/// Pixel columns of the chart, and so the buckets of the downsampling.
+pub const COLUMNS: usize = 1200;
+const HEIGHT: u32 = 500;
+/// The CSV lines are short; a longer one is skipped.
+const MAX_LINE: usize = 1024;
+
+/// What the plot drew.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlotStats {
+    /// Rows that gave a point.
+    pub points: u64,
+    /// Rows that were unreadable or held a non-finite or absurd number.
+    pub skipped: u64,
+}
+
+/// A row made into a point: `Ok(None)` for a valid row with nothing to draw.
+type PointOf = fn(&[u8]) -> Result<Option<(f64, f64)>, String>;
+
+/// A series: which files, and how a row becomes a point (`Ok(None)`: a valid row that has
+/// nothing to draw, such as a weak rangefinder reading).
+struct Series<'a> {
+    files: &'a [OsString],
+    point: PointOf,
+}
+
+fn range_point(line: &[u8]) -> Result<Option<(f64, f64)>, String> {
+    let r = rows::range(line)?;
+    Ok((r.status == RangeStatus::Ok)
+        .then(|| (r.stamp.boot_ns as f64 / 1e9, r.distance_cm as f64 / 100.0)))
+}
+
+fn altitude_point(line: &[u8]) -> Result<Option<(f64, f64)>, String> {
+    let f = rows::fix(line)?;
+    Ok(f.alt_msl_m
+        .map(|a| (f.stamp.boot_ns as f64 / 1e9, f64::from(a))))
+}
+
+/// Calls `f` with every point of `s`; counts the rows skipped.
+fn each_point(
+    dir: &Dir,
+    s: &Series<'_>,
     progress: &mut Progress,
     done: &mut u64,
-    mut f: impl FnMut(&str),
+    stats: &mut PlotStats,
+    mut f: impl FnMut(f64, f64),
 ) -> Result<(), ToolError> {
-    for p in files {
-        let file = std::fs::File::open(p).map_err(io_err(p))?;
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io_err(p))?;
-            *done += line.len() as u64 + 1;
+    for name in s.files {
+        let file = dir.read(name)?;
+        let path = file.path.clone();
+        let mut lines = Lines::new(file.file, MAX_LINE);
+        let mut last = 0;
+        while let Some(l) = lines.next_line().map_err(|source| ToolError::Io {
+            path: path.clone(),
+            source,
+        })? {
+            *done += l.offset + l.len - last;
+            last = l.offset + l.len;
             progress.at(*done);
-            if i > 0 {
-                f(&line);
+            if l.no == 1 {
+                continue; // the header
+            }
+            match (l.overlong(), (s.point)(l.bytes)) {
+                (false, Ok(Some((t, v)))) if t.is_finite() && v.is_finite() => {
+                    stats.points += 1;
+                    f(t, v);
+                }
+                (false, Ok(None)) => {}
+                _ => stats.skipped += 1,
             }
         }
     }
     Ok(())
 }
 
-/// Writes the chart to `out`; returns the number of points drawn.
-pub fn plot(range: &[PathBuf], fixes: &[PathBuf], out: &Path) -> Result<usize, ToolError> {
+/// Lowest and highest point of one pixel column, each with its time.
+#[derive(Clone, Copy)]
+struct Column {
+    lo: (f64, f64),
+    hi: (f64, f64),
+}
+
+/// A span that is never zero, and never so small next to the values that adding a tick step
+/// to one of them changes nothing.
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    let magnitude = lo.abs().max(hi.abs());
+    let span = (hi - lo).max(1.0).max(magnitude * 1e-6);
+    (lo, lo + span)
+}
+
+/// Writes the chart to `out`.
+pub fn plot(
+    dir: &Dir,
+    range: &[OsString],
+    fixes: &[OsString],
+    out: &Path,
+) -> Result<PlotStats, ToolError> {
+    let series = [
+        Series {
+            files: range,
+            point: range_point,
+        },
+        Series {
+            files: fixes,
+            point: altitude_point,
+        },
+    ];
     let total: u64 = range
         .iter()
         .chain(fixes)
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
+        .filter_map(|f| dir.read(f).ok())
+        .map(|f| f.len)
         .sum();
-    let mut progress = Progress::new("plot", total);
+    let mut progress = Progress::new("plot", total * 2);
     let mut done = 0;
-    let mut dist = Vec::new();
-    series(range, &mut progress, &mut done, |l| {
-        if let Ok(r) = parse_range(l)
-            && r.status == RangeStatus::Ok
-        {
-            dist.push((r.stamp.boot_ns as f64 / 1e9, r.distance_cm as f64 / 100.0));
-        }
-    })?;
-    let mut alt = Vec::new();
-    series(fixes, &mut progress, &mut done, |l| {
-        if let Ok(f) = parse_fix(l)
-            && let Some(a) = f.alt_msl_m
-        {
-            alt.push((f.stamp.boot_ns as f64 / 1e9, a as f64));
-        }
-    })?;
-    progress.done();
-    let t0 = dist
-        .iter()
-        .chain(&alt)
-        .map(|p| p.0)
-        .fold(f64::INFINITY, f64::min);
-    let t0 = if t0.is_finite() { t0 } else { 0.0 };
-    for p in dist.iter_mut().chain(alt.iter_mut()) {
-        p.0 -= t0;
+    // Pass 1: the ranges.
+    let mut stats = PlotStats::default();
+    let (mut t0, mut t1) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for s in &series {
+        each_point(dir, s, &mut progress, &mut done, &mut stats, |t, v| {
+            (t0, t1) = (t0.min(t), t1.max(t));
+            (lo, hi) = (lo.min(v), hi.max(v));
+        })?;
     }
-    let t1 = dist.iter().chain(&alt).map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = dist
-        .iter()
-        .chain(&alt)
-        .map(|p| p.1)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-    let (lo, hi) = if lo.is_finite() {
-        (lo.min(0.0), hi + 1.0)
-    } else {
-        (0.0, 1.0)
-    };
+    if stats.points == 0 {
+        (t0, t1, lo, hi) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let (_, width) = padded(0.0, t1 - t0);
+    let (lo, hi) = padded(lo.min(0.0), hi + (hi - lo.min(0.0)) * 0.02);
+    // Pass 2: per pixel column, the lowest and the highest point of each series.
+    let mut lines: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut second = PlotStats::default();
+    for s in &series {
+        let mut cols: Vec<Option<Column>> = vec![None; COLUMNS];
+        each_point(dir, s, &mut progress, &mut done, &mut second, |t, v| {
+            let x = t - t0;
+            let i = ((x / width) * (COLUMNS - 1) as f64).round();
+            let c = &mut cols[(i.max(0.0) as usize).min(COLUMNS - 1)];
+            match c {
+                None => {
+                    *c = Some(Column {
+                        lo: (x, v),
+                        hi: (x, v),
+                    })
+                }
+                Some(c) => {
+                    if v < c.lo.1 {
+                        c.lo = (x, v);
+                    }
+                    if v > c.hi.1 {
+                        c.hi = (x, v);
+                    }
+                }
+            }
+        })?;
+        let mut pts = Vec::with_capacity(2 * COLUMNS);
+        for c in cols.into_iter().flatten() {
+            let (a, b) = if c.lo.0 <= c.hi.0 {
+                (c.lo, c.hi)
+            } else {
+                (c.hi, c.lo)
+            };
+            pts.push(a);
+            if b != a {
+                pts.push(b);
+            }
+        }
+        lines.push(pts);
+    }
+    progress.done();
     let err = |e: &dyn std::fmt::Display| ToolError::Plot(e.to_string());
-    let root = SVGBackend::new(out, (1200, 500)).into_drawing_area();
+    let root = SVGBackend::new(out, (COLUMNS as u32, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption("rangefinder distance and GPS altitude", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..t1, lo..hi)
+        .build_cartesian_2d(0f64..width, lo..hi)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -95,16 +210,16 @@ pub fn plot(range: &[PathBuf], fixes: &[PathBuf], out: &Path) -> Result<usize, T
         .y_desc("metres")
         .draw()
         .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(dist.iter().copied(), &BLUE))
-        .map_err(|e| err(&e))?
-        .label("rangefinder distance")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(alt.iter().copied(), &RED))
-        .map_err(|e| err(&e))?
-        .label("GPS altitude (MSL)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    for (pts, (label, colour)) in lines
+        .iter()
+        .zip([("rangefinder distance", BLUE), ("GPS altitude (MSL)", RED)])
+    {
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), colour))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -112,5 +227,5 @@ pub fn plot(range: &[PathBuf], fixes: &[PathBuf], out: &Path) -> Result<usize, T
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
-    Ok(dist.len() + alt.len())
+    Ok(stats)
 }

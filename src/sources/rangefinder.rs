@@ -5,6 +5,11 @@
 //! timeout is retried at once (up to `retries` times), counted by kind and shown in the state
 //! note; it is never fatal. When the sensor stops answering for a while (unplugged), the
 //! source drops it and tries to open and initialise it again every 2 s.
+//!
+//! Readings are integers in cm, so nothing non-finite can reach the logger from here; a
+//! distance beyond the sensor's range ([`Rangefinder::max_range_cm`], e.g. 0xFFFF from a
+//! garbled register) is dropped at intake and counted as `implausible` (issue #17), never
+//! logged or sent as a measurement.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -38,6 +43,7 @@ struct Metrics {
     retries: Counter,
     failed_ticks: Counter,
     reopens: Counter,
+    implausible: Counter,
 }
 
 /// The rangefinder source loop (run it with `LoopConfig::every(1 / rate)`).
@@ -117,6 +123,7 @@ impl Loop for RangeSource {
             retries: ctx.metric("retries"),
             failed_ticks: ctx.metric("failed_ticks"),
             reopens: ctx.metric("reopens"),
+            implausible: ctx.metric("implausible"),
         });
         Ok(())
     }
@@ -138,7 +145,19 @@ impl Loop for RangeSource {
             let dev = self.dev.as_mut().expect("connected above");
             match dev.measure() {
                 Ok(reading) => {
-                    if let Some(r) = reading {
+                    if let Some(r) = reading.filter(|r| r.distance_cm > dev.max_range_cm()) {
+                        if let Some(m) = &self.metrics
+                            && m.implausible.fetch_add(1, Ordering::Relaxed) == 0
+                        {
+                            log::warn!(
+                                "{}: {} cm is beyond the {}'s range: dropped (counted as \
+                                 `implausible` from now on)",
+                                ctx.path(),
+                                r.distance_cm,
+                                dev.model()
+                            );
+                        }
+                    } else if let Some(r) = reading {
                         let rec = RangeRecord {
                             stamp: Stamp::now(),
                             distance_cm: r.distance_cm,

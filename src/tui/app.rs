@@ -606,6 +606,7 @@ pub(crate) mod tests {
                 ),
                 snap("harmony/sensors/can", ProcState::Active, &[("frames", 0)]),
             ],
+            control: Default::default(),
         }
     }
 

@@ -4,12 +4,13 @@
 //! Design:
 //! * [`app::App`] holds everything shown; [`view::render`] draws it as a pure function, so both
 //!   are unit-tested with ratatui's `TestBackend` and no terminal or firmware.
-//! * Three small threads feed one channel; the main thread blocks on it, handles whatever has
+//! * Two small threads feed one channel; the main thread blocks on it, handles whatever has
 //!   arrived, and redraws: the *client* asks for the status every `--refresh-ms` and carries
-//!   out the operator's requests (so a slow or hung firmware never freezes the keyboard), the
-//!   *input* thread blocks in crossterm's `read`, and the *signals* thread turns SIGTERM, SIGINT
-//!   and SIGHUP into a clean exit (the binary installs handlers for those before any command
-//!   runs, so without it `kill` would be ignored).
+//!   out the operator's requests (so a slow or hung firmware never freezes the keyboard), and
+//!   the *input* thread sleeps in one `poll(2)` on the terminal and a signal self-pipe
+//!   ([`term`]): keys, a resize, SIGTERM/SIGINT/SIGHUP and the terminal hanging up (ssh dropped,
+//!   tmux killed: EOF or EIO, with or without SIGHUP) all arrive there, so the TUI exits within
+//!   one wake-up of any of them and never spins on a dead terminal (issue #11).
 //! * A failed request is not fatal: the screen says "disconnected, retrying", keeps the last
 //!   known tree greyed out, and the client keeps asking; when the firmware is back (a new pid)
 //!   the rates start again from zero.
@@ -17,6 +18,7 @@
 //!   panic hook on a panic.
 
 pub mod app;
+pub mod term;
 pub mod view;
 
 use std::io::{self, IsTerminal as _};
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use ratatui::DefaultTerminal;
-use ratatui::crossterm::event::{self as ct, Event as CtEvent, KeyEvent};
+use ratatui::crossterm::event::{Event as CtEvent, KeyEvent};
 
 use crate::control::client;
 use crate::control::protocol::{Reply, Request, Status};
@@ -86,7 +88,7 @@ enum Event {
         result: Result<Reply, String>,
     },
     InputFailed(io::Error),
-    /// An OS signal asked us to go.
+    /// An OS signal asked us to go, or the terminal hung up.
     Quit,
 }
 
@@ -110,7 +112,8 @@ pub fn main(args: TopArgs) -> Result<u8, TuiError> {
 
     let (tx, rx) = unbounded::<Event>();
     let (cmd_tx, cmd_rx) = unbounded::<Command>();
-    start_signal_thread(tx.clone())?;
+    // Signal handlers before the terminal changes mode: a SIGTERM from now on ends it cleanly.
+    let input = term::TermInput::stdin().map_err(TuiError::Signals)?;
     {
         let (socket, tx) = (socket.clone(), tx.clone());
         spawn("control client", move || {
@@ -120,7 +123,7 @@ pub fn main(args: TopArgs) -> Result<u8, TuiError> {
     let mut term = TerminalGuard::init()?;
     {
         let tx = tx.clone();
-        spawn("terminal input", move || input_loop(&tx))?;
+        spawn("terminal input", move || input_loop(input, &tx))?;
     }
     drop(tx);
     event_loop(&mut term.0, App::new(socket), &rx, &cmd_tx)
@@ -248,30 +251,27 @@ fn short_error(e: client::ClientError) -> String {
     }
 }
 
-fn input_loop(tx: &Sender<Event>) {
+fn input_loop(mut input: term::TermInput, tx: &Sender<Event>) {
     loop {
-        let ev = match ct::read() {
-            Ok(CtEvent::Key(k)) => Event::Key(k),
-            Ok(CtEvent::Resize(..)) => Event::Redraw,
-            Ok(_) => continue,
-            Err(e) => {
-                let _ = tx.send(Event::InputFailed(e));
+        let events = match input.wait(None) {
+            Ok(term::Wake::Events(evs)) => evs
+                .into_iter()
+                .filter_map(|e| match e {
+                    CtEvent::Key(k) => Some(Event::Key(k)),
+                    CtEvent::Resize(..) => Some(Event::Redraw),
+                    _ => None,
+                })
+                .collect(),
+            Ok(term::Wake::Resize) => vec![Event::Redraw],
+            Ok(term::Wake::Nothing) => continue,
+            Ok(term::Wake::Quit | term::Wake::HangUp) => vec![Event::Quit],
+            Err(e) => vec![Event::InputFailed(e)],
+        };
+        for ev in events {
+            let last = matches!(ev, Event::Quit | Event::InputFailed(_));
+            if tx.send(ev).is_err() || last {
                 return;
             }
-        };
-        if tx.send(ev).is_err() {
-            return;
         }
     }
-}
-
-fn start_signal_thread(tx: Sender<Event>) -> Result<(), TuiError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(TuiError::Signals)?;
-    spawn("signals", move || {
-        if signals.forever().next().is_some() {
-            let _ = tx.send(Event::Quit);
-        }
-    })
 }

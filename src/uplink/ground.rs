@@ -7,13 +7,16 @@
 //! signed when a key is given; with a key, telemetry that is not correctly signed is rejected
 //! and counted. The terminal UI draws [`super::ground_view`]; `--plain` prints one line per
 //! message instead (see `harmony ground --help` for the format).
+//!
+//! One `poll(2)` waits for the radio, the signal self-pipe (SIGTERM, SIGINT, SIGHUP: the
+//! station installs its own handlers) and, in the UI, the terminal ([`crate::tui::term`]): a
+//! signal or the terminal hanging up ends the station within one wake-up, never a spin on a
+//! dead terminal (issue #11).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mavlink::dialects::common::{MavMessage, MavResult, MavState, MavType};
@@ -26,6 +29,7 @@ use super::radio::{Port, Wrote};
 use super::signing::{self, KeyError, Signer, Verdict, Verifier};
 use crate::drivers::serial::SerialError;
 use crate::sources::Reopen;
+use crate::tui::term::{Signals, TermInput, Wake};
 
 const AFTER_HELP: &str = "\
 Commands (--send, the UI's ':' prompt, or one per line on stdin with --plain):
@@ -136,8 +140,8 @@ struct Station {
     t0: Instant,
     plain: Option<io::StdoutLock<'static>>,
     buf: Box<[u8; 2048]>,
-    /// Set by SIGINT / SIGTERM (the binary's own handlers only serve `harmony run`).
-    interrupted: Arc<AtomicBool>,
+    /// SIGINT, SIGTERM or SIGHUP came, or the terminal hung up: stop.
+    quit: bool,
     /// Whether the open port is a pseudo-terminal, and the inode of the symlink it was
     /// opened through (the simulated radio's `harmony-data/radio`).
     port_is_pty: bool,
@@ -203,7 +207,7 @@ impl Station {
             link_at: now + Duration::from_secs(1),
             t0: now,
             buf: Box::new([0; 2048]),
-            interrupted: Arc::new(AtomicBool::new(false)),
+            quit: false,
             port_is_pty: false,
             port_link: None,
             pty_gone: None,
@@ -462,7 +466,7 @@ impl Station {
     }
 
     fn finished(&self) -> bool {
-        if self.interrupted.load(Ordering::Relaxed) || self.gone {
+        if self.quit || self.gone {
             return true;
         }
         match self.args.duration {
@@ -488,9 +492,15 @@ impl Station {
         }
     }
 
-    /// Waits up to `max` for the radio (and stdin in plain mode); returns whether stdin is
-    /// readable.
-    fn wait(&mut self, max: Duration, stdin: bool) -> Result<bool, GroundError> {
+    /// Waits up to `max` for the radio, stdin in plain mode, and `input` (the quit signals;
+    /// in the UI also the terminal); returns whether stdin is readable and what `input` said.
+    /// A quit signal or a hang-up sets [`Station::quit`].
+    fn wait(
+        &mut self,
+        max: Duration,
+        stdin: bool,
+        input: &mut Input,
+    ) -> Result<(bool, Wake), GroundError> {
         let now = Instant::now();
         let mut until = self.heartbeat_at.min(self.link_at).min(now + max);
         if let Some(f) = &self.inflight {
@@ -500,50 +510,77 @@ impl Station {
             until = until.min(self.reopen.next());
         }
         let ms = until.saturating_duration_since(now).as_millis().min(1000) as u16;
-        let input = io::stdin();
-        let in_fd = input.as_fd();
-        let mut fds: heapless::Vec<PollFd, 2> = heapless::Vec::new();
+        let stdin_handle = io::stdin();
+        let in_fd = stdin_handle.as_fd();
+        let mut fds: heapless::Vec<PollFd, 5> = heapless::Vec::new();
         if let Some(p) = &self.port {
             let _ = fds.push(PollFd::new(p.fd(), PollFlags::POLLIN));
         }
         if stdin {
             let _ = fds.push(PollFd::new(in_fd, PollFlags::POLLIN));
         }
+        let base = fds.len();
+        match &*input {
+            Input::Plain(s) => {
+                let _ = fds.push(PollFd::new(s.quit_fd(), PollFlags::POLLIN));
+            }
+            Input::Tui(t) => {
+                for f in t.poll_fds() {
+                    let _ = fds.push(f);
+                }
+            }
+        }
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(GroundError::Poll(e)),
         }
-        let ready = |i: usize| {
+        let revents = |i: usize| {
             fds.get(i)
                 .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
+                .unwrap_or(PollFlags::empty())
         };
-        let port_ready = self.port.is_some() && ready(0);
-        let stdin_ready = stdin && ready(fds.len() - 1);
+        let port_ready = self.port.is_some() && !revents(0).is_empty();
+        let stdin_ready = stdin && !revents(base - 1).is_empty();
+        let theirs = [revents(base), revents(base + 1), revents(base + 2)];
         drop(fds);
+        let wake = match input {
+            Input::Plain(s) if !theirs[0].is_empty() && s.take_quit() => Wake::Quit,
+            Input::Plain(_) => Wake::Nothing,
+            Input::Tui(t) => t.after_poll(theirs),
+        };
+        if matches!(wake, Wake::Quit | Wake::HangUp) {
+            self.quit = true;
+        }
         if port_ready {
             self.read();
         }
-        Ok(stdin_ready)
+        Ok((stdin_ready, wake))
     }
+}
+
+/// What besides the radio the station waits for.
+enum Input {
+    /// `--plain`: the quit signals only (stdin carries commands, not keys).
+    Plain(Signals),
+    /// The terminal UI: keys, resizes, hang-up and the quit signals ([`crate::tui::term`]).
+    Tui(TermInput),
 }
 
 /// Runs the ground station; returns the process exit code.
 pub fn main(args: GroundArgs) -> Result<u8, GroundError> {
     let plain = args.plain;
     let mut st = Station::new(args)?;
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Without it Ctrl-C would do nothing: the binary catches these signals for the firmware.
-        let _ = signal_hook::flag::register(sig, st.interrupted.clone());
-    }
+    // Our own handlers for SIGTERM, SIGINT and SIGHUP: the binary's serve the firmware only.
     if plain {
-        run_plain(&mut st)
+        let signals = Signals::install().map_err(GroundError::Terminal)?;
+        run_plain(&mut st, Input::Plain(signals))
     } else {
-        run_tui(&mut st)
+        let input = TermInput::stdin().map_err(GroundError::Terminal)?;
+        run_tui(&mut st, Input::Tui(input))
     }
 }
 
-fn run_plain(st: &mut Station) -> Result<u8, GroundError> {
+fn run_plain(st: &mut Station, mut input: Input) -> Result<u8, GroundError> {
     let mut stdin_open = true;
     let mut pending = Vec::new();
     loop {
@@ -552,7 +589,10 @@ fn run_plain(st: &mut Station) -> Result<u8, GroundError> {
         if st.finished() {
             return Ok(st.exit_code());
         }
-        if st.wait(Duration::from_millis(500), stdin_open)? {
+        if st
+            .wait(Duration::from_millis(500), stdin_open, &mut input)?
+            .0
+        {
             let mut b = [0u8; 512];
             match nix::unistd::read(io::stdin().as_fd(), &mut b) {
                 Ok(0) | Err(_) => stdin_open = false,
@@ -568,7 +608,7 @@ fn run_plain(st: &mut Station) -> Result<u8, GroundError> {
     }
 }
 
-fn run_tui(st: &mut Station) -> Result<u8, GroundError> {
+fn run_tui(st: &mut Station, mut input: Input) -> Result<u8, GroundError> {
     use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
     let mut terminal = ratatui::try_init().map_err(GroundError::Terminal)?;
     let mut prompt: Option<String> = None;
@@ -583,11 +623,13 @@ fn run_tui(st: &mut Station) -> Result<u8, GroundError> {
             terminal
                 .draw(|f| render(&st.view, now, prompt.as_deref(), f))
                 .map_err(GroundError::Terminal)?;
-            st.wait(Duration::from_millis(100), false)?;
-            while event::poll(Duration::ZERO).map_err(GroundError::Terminal)? {
-                let Event::Key(k) = event::read().map_err(GroundError::Terminal)? else {
-                    continue;
-                };
+            let Wake::Events(events) = st.wait(Duration::from_millis(100), false, &mut input)?.1
+            else {
+                // Quit and hang-up set `quit`; resize and time just redraw.
+                continue;
+            };
+            for e in events {
+                let Event::Key(k) = e else { continue };
                 if k.kind != KeyEventKind::Press {
                     continue;
                 }

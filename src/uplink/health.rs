@@ -46,6 +46,8 @@ pub type Event = (MavSeverity, HString<{ super::telemetry::MAX_TEXT_LEN }>);
 /// Reads and remembers the tree's health.
 pub struct Health {
     tracked: Vec<Tracked>,
+    /// Reused by every poll (see `poll`).
+    entries: Vec<std::sync::Arc<crate::concurrency::Entry>>,
     values: Vec<(CharArray<10>, i32)>,
     next_value: usize,
     sys: SYS_STATUS_DATA,
@@ -62,6 +64,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             tracked: Vec::new(),
+            entries: Vec::new(),
             values: Vec::with_capacity(MAX_VALUES),
             next_value: 0,
             sys: empty_sys(),
@@ -108,6 +111,30 @@ fn text(s: &str) -> HString<{ super::telemetry::MAX_TEXT_LEN }> {
     h
 }
 
+/// The logger's metrics the health report uses.
+#[derive(Default)]
+struct LoggerValues {
+    degraded: Option<u64>,
+    disk_free_mb: Option<u64>,
+    bytes_written: Option<u64>,
+    records_dropped: Option<u64>,
+    dropped: Option<u64>,
+}
+
+impl LoggerValues {
+    fn take(&mut self, name: &str, v: u64) {
+        let slot = match name {
+            "degraded" => &mut self.degraded,
+            "disk_free_mb" => &mut self.disk_free_mb,
+            "bytes_written" => &mut self.bytes_written,
+            "records_dropped" => &mut self.records_dropped,
+            "dropped" => &mut self.dropped,
+            _ => return,
+        };
+        *slot = Some(v);
+    }
+}
+
 impl Health {
     /// Reads the registry; reports events through `event`.
     pub fn poll(&mut self, reg: &Registry, own: Own, now: Instant, mut event: impl FnMut(Event)) {
@@ -116,10 +143,14 @@ impl Health {
         let mut enabled = MavSysStatusSensor::empty();
         let mut healthy = MavSysStatusSensor::empty();
         let mut failed_now = 0u64;
-        let mut logger_metrics = None;
+        let mut logger = LoggerValues::default();
         // Records dropped by full queues, every source and sink (`queue.<sink>.dropped`).
         let mut queue_dropped = 0u64;
-        for e in reg.entries() {
+        // One reused vector and a visitor for the metrics: no allocation twice a second on
+        // the uplink's thread (tests/alloc.rs).
+        let mut entries = std::mem::take(&mut self.entries);
+        reg.entries_into(&mut entries);
+        for e in &entries {
             let state = e.state();
             // Failures so far: restarts, plus one while failed / waiting to restart (the
             // restart counter moves only when the new thread starts).
@@ -171,25 +202,22 @@ impl Health {
             if state == ProcState::Active {
                 healthy |= bit;
             }
-            let metrics = e.metrics();
-            queue_dropped += metrics
-                .iter()
-                .filter(|(n, _)| n.starts_with("queue.") && n.ends_with(".dropped"))
-                .map(|(_, v)| *v)
-                .sum::<u64>();
-            if e.name == "logger" {
-                logger_metrics = Some(metrics);
-            }
+            let is_logger = e.name == "logger";
+            e.visit_metrics(|n, v| {
+                if n.starts_with("queue.") && n.ends_with(".dropped") {
+                    queue_dropped += v;
+                }
+                if is_logger {
+                    logger.take(n, v);
+                }
+            });
         }
-        let metric = |name: &str| {
-            logger_metrics
-                .as_ref()
-                .and_then(|m| m.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
-        };
-        let degraded = metric("degraded").map(|v| v != 0);
-        let disk_mb = metric("disk_free_mb");
-        let bytes = metric("bytes_written");
-        let dropped = metric("records_dropped").or_else(|| metric("dropped"));
+        entries.clear();
+        self.entries = entries;
+        let degraded = logger.degraded.map(|v| v != 0);
+        let disk_mb = logger.disk_free_mb;
+        let bytes = logger.bytes_written;
+        let dropped = logger.records_dropped.or(logger.dropped);
         if let Some(d) = degraded {
             self.values.push((name10(LOG_DEGRADED), d as i32));
             if d {

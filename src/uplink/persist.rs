@@ -4,9 +4,11 @@
 //! The uplink [`Persister::publish`]es its signing timestamp and the verifier's per-stream
 //! table into a [`StateSlot`]: a seqlock of atomics, newest wins, the uplink never waits. A
 //! housekeeping caller runs [`Persister::save_pending`], which writes what is new to a
-//! temporary file, syncs it, renames it over the state file and syncs the directory. Until
-//! the housekeeping pool exists, a [`SaverThread`] does that every second and once more when
-//! it is dropped (after the tree stopped: the uplink publishes its final state in `after`).
+//! temporary file, syncs it, renames it over the state file and syncs the directory. In the
+//! firmware that caller is the `signing-state` job of the housekeeping pool ([`add_job`]):
+//! every second, and once more when the pool stops, after the uplink (which publishes its final
+//! state in `after`). A tree without a housekeeping pool (tests, tools) uses a
+//! [`SaverThread`] instead.
 //!
 //! File format (text, at most [`MAX_STREAMS`] `stream` lines):
 //! ```text
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::signing::MAX_STREAMS;
-use crate::control::state_files::write_durable;
+use crate::control::state_files::{Durability, write_atomic};
 
 /// The most of a state file that is read (a `ts` line and MAX_STREAMS `stream` lines fit).
 const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -235,7 +237,7 @@ impl Persister {
         r
     }
 
-    /// The temporary file [`write_durable`] writes before its rename.
+    /// The temporary file [`write_atomic`] writes before its rename.
     fn tmp_path(&self) -> PathBuf {
         self.path.with_extension("tmp")
     }
@@ -245,12 +247,26 @@ impl Persister {
         for ((l, s, c), t) in streams {
             text.push_str(&format!("stream {l} {s} {c} {t}\n"));
         }
-        write_durable(&self.path, text.as_bytes(), 0o600).map_err(|e| self.err(e))
+        write_atomic(&self.path, text.as_bytes(), 0o600, Durability::Durable)
+            .map_err(|e| self.err(e))
     }
 }
 
-/// A thread that runs [`Persister::save_pending`] every `every`, and once more when dropped.
-/// (The stand-in for a periodic housekeeping job; see the module docs.)
+/// Adds the `signing-state` job to a housekeeping pool: [`Persister::save_pending`] every
+/// `every` and once more when the pool stops. Failures are counted in the job's metrics and
+/// logged there (never on the uplink's thread).
+pub fn add_job(
+    persister: Arc<Persister>,
+    housekeeping: &crate::concurrency::Housekeeping,
+    every: Duration,
+) -> crate::concurrency::JobHandle {
+    housekeeping.add("signing-state", Some(every), true, move || {
+        persister.save_pending().map_err(Into::into)
+    })
+}
+
+/// A thread that runs [`Persister::save_pending`] every `every`, and once more when dropped,
+/// for a tree without a housekeeping pool (tests, tools; see the module docs).
 pub struct SaverThread {
     persister: Arc<Persister>,
     stop: Arc<AtomicBool>,
