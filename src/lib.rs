@@ -31,5 +31,7 @@ pub mod version;
 /// Every subtree a child process of the firmware can build by name (see
 /// [`concurrency::process`]).
 pub fn builders() -> Vec<(&'static str, concurrency::process::BuildFn)> {
-    demo::BUILDERS.to_vec()
+    let mut b = demo::BUILDERS.to_vec();
+    b.extend_from_slice(topology::BUILDERS);
+    b
 }
