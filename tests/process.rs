@@ -386,3 +386,129 @@ fn child_processes_die_with_a_killed_parent() {
         "child {loops} outlived its parent"
     );
 }
+
+/// The simulated board (sensors in a child process, like the Pi's) under `dir`, with a signing
+/// key: commands from the ground must be signed.
+fn signed_sim_board(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("uplink.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = harmony::board::SIM_BOARD
+        .replace(
+            "data_dir = \"harmony-data\"",
+            &format!("data_dir = \"{}\"", dir.join("data").display()),
+        )
+        .replace(
+            "run_dir = \"harmony-data/run\"",
+            &format!("run_dir = \"{}\"", dir.join("run").display()),
+        )
+        .replace(
+            "accept_unsigned_commands = true",
+            &format!("signing_key = \"{}\"", key.display()),
+        )
+        .replace(
+            "link = \"harmony-data/radio\"",
+            &format!("link = \"{}\"", dir.join("radio").display()),
+        );
+    assert!(text.contains("[processes]\nsensors = true"), "{text}");
+    let p = dir.join("board.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `harmony ground` sending `cmd`; its output.
+fn ground_send(dir: &std::path::Path, cmd: &str, key: bool) -> String {
+    let port = dir.join("radio");
+    let keyf = dir.join("uplink.key");
+    let mut args = vec![
+        "ground",
+        "--plain",
+        "--port",
+        port.to_str().unwrap(),
+        "--ack-timeout",
+        "3",
+        "--send",
+        cmd,
+    ];
+    if key {
+        args.extend_from_slice(&["--key", keyf.to_str().unwrap()]);
+    }
+    let o = harmony(dir, &args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Issue #14: with the sensors in a child process (the sim board's split, as on the Pi), a
+/// processor there is paused and resumed from `harmony ctl` and from a signed radio command;
+/// an unsigned one is dropped; `ctl --json status` gives every processor's pid.
+#[test]
+fn pause_and_resume_a_processor_in_a_child_from_ctl_and_the_radio() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let board = signed_sim_board(d);
+    let mut child = spawn_harmony(d, &["run", "--board", board.to_str().unwrap()]);
+    let run = d.join("run");
+    let up = |p: &str| state_of(&run, p).as_deref() == Some("active");
+    assert!(
+        wait_until(secs(20), || ["gps", "rangefinder", "can", "uplink", "logger"]
+            .iter()
+            .all(|p| up(p))),
+        "never became active: {}",
+        stderr_of(d)
+    );
+    let me = child.id();
+    let sensors = pid_of(&run, "sensors").unwrap();
+    assert!(sensors != 0 && sensors != me, "the sensors are a child process");
+    assert_eq!(pid_of(&run, "gps"), Some(sensors));
+    assert_eq!(pid_of(&run, "logger"), Some(me));
+    let (ok, out, err) = {
+        let o = harmony(d, &["ctl", "--run-dir", "run", "--json", "status"])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for p in v["status"]["processors"].as_array().unwrap() {
+        assert!(p["pid"].as_u64().is_some_and(|x| x > 0), "{p}");
+    }
+
+    // From the radio: signed, carried out in the child.
+    let text = ground_send(d, "pause:gps", true);
+    assert!(
+        text.contains("ACK command=pause id=31010 result=ACCEPTED"),
+        "{text}"
+    );
+    assert!(wait_until(secs(5), || state_of(&run, "gps").as_deref()
+        == Some("waiting")));
+    assert!(up("can"), "only gps waits");
+    // Unsigned: dropped by the signature check (no ACK at all), not carried out.
+    let text = ground_send(d, "resume:gps", false);
+    assert!(!text.contains("result=ACCEPTED"), "unsigned: refused: {text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state_of(&run, "gps").as_deref(), Some("waiting"));
+    let text = ground_send(d, "resume:gps", true);
+    assert!(text.contains("result=ACCEPTED"), "{text}");
+    assert!(wait_until(secs(5), || up("gps")));
+
+    // From harmony ctl.
+    let o = harmony(d, &["ctl", "--run-dir", "run", "pause", "rangefinder"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(wait_until(secs(5), || state_of(&run, "rangefinder").as_deref()
+        == Some("waiting")));
+    let o = harmony(d, &["ctl", "--run-dir", "run", "resume", "rangefinder"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(wait_until(secs(5), || up("rangefinder")));
+
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(10)).expect("exits");
+    assert!(status.success(), "{}", stderr_of(d));
+    assert!(!alive(sensors));
+}
