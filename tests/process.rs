@@ -449,15 +449,24 @@ fn pause_and_resume_a_processor_in_a_child_from_ctl_and_the_radio() {
     let run = d.join("run");
     let up = |p: &str| state_of(&run, p).as_deref() == Some("active");
     assert!(
-        wait_until(secs(20), || ["gps", "rangefinder", "can", "uplink", "logger"]
-            .iter()
-            .all(|p| up(p))),
+        wait_until(secs(20), || [
+            "gps",
+            "rangefinder",
+            "can",
+            "uplink",
+            "logger"
+        ]
+        .iter()
+        .all(|p| up(p))),
         "never became active: {}",
         stderr_of(d)
     );
     let me = child.id();
     let sensors = pid_of(&run, "sensors").unwrap();
-    assert!(sensors != 0 && sensors != me, "the sensors are a child process");
+    assert!(
+        sensors != 0 && sensors != me,
+        "the sensors are a child process"
+    );
     assert_eq!(pid_of(&run, "gps"), Some(sensors));
     assert_eq!(pid_of(&run, "logger"), Some(me));
     let (ok, out, err) = {
@@ -487,7 +496,10 @@ fn pause_and_resume_a_processor_in_a_child_from_ctl_and_the_radio() {
     assert!(up("can"), "only gps waits");
     // Unsigned: dropped by the signature check (no ACK at all), not carried out.
     let text = ground_send(d, "resume:gps", false);
-    assert!(!text.contains("result=ACCEPTED"), "unsigned: refused: {text}");
+    assert!(
+        !text.contains("result=ACCEPTED"),
+        "unsigned: refused: {text}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(state_of(&run, "gps").as_deref(), Some("waiting"));
     let text = ground_send(d, "resume:gps", true);
@@ -499,7 +511,8 @@ fn pause_and_resume_a_processor_in_a_child_from_ctl_and_the_radio() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert!(wait_until(secs(5), || state_of(&run, "rangefinder").as_deref()
+    assert!(wait_until(secs(5), || state_of(&run, "rangefinder")
+        .as_deref()
         == Some("waiting")));
     let o = harmony(d, &["ctl", "--run-dir", "run", "resume", "rangefinder"])
         .output()

@@ -92,10 +92,7 @@ pub fn spawn_sim_split(dir: &std::path::Path, replay: &str, split: bool) -> std:
             paced,
             &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{replay}"),
         )
-        .replace(
-            split_line,
-            &format!("[processes]\nsensors = {split}"),
-        );
+        .replace(split_line, &format!("[processes]\nsensors = {split}"));
     let board = dir.join("board.toml");
     std::fs::write(&board, text).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_harmony"))
