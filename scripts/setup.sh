@@ -49,16 +49,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# pymavlink, a standard MAVLink ground tool, decodes the uplink's signed stream in
-# tests/uplink.rs (issue #5). It lives in a venv under target/ so the system Python is untouched;
-# scripts/test.sh points HARMONY_PYMAVLINK_PYTHON at it. Without it that test is skipped.
+# Python tools the interoperability tests use, in a venv under target/ so the system Python is
+# untouched (scripts/test.sh points HARMONY_PYMAVLINK_PYTHON at it): pymavlink, a standard
+# MAVLink ground tool, decodes the uplink's signed stream (tests/uplink.rs, issue #5) and is the
+# peer on `harmony ground --out` (tests/ground_route.rs, issue #13); the `mcap` package is the
+# independent reader of `harmony log export --mcap` (tests/mcap_export.rs, issue #13).
+# pip runs as `python -m pip`: a venv copied from another checkout keeps working.
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pymavlink, serial' 2>/dev/null; then
-    log "installing pymavlink and pyserial into $venv"
-    if ! { python3 -m venv "$venv" &&
-        "$venv/bin/pip" install -q --disable-pip-version-check pymavlink==2.4.50 pyserial==3.5; }; then
-        log "WARNING: could not install pymavlink; tests/uplink.rs will skip its pymavlink test"
+py_ok() { "$venv/bin/python" -c 'import pymavlink, serial, mcap.reader' 2>/dev/null; }
+if [ ! -x "$venv/bin/python" ] || ! py_ok; then
+    log "installing pymavlink, pyserial and mcap into $venv"
+    if ! { { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } &&
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+            pymavlink==2.4.50 pyserial==3.5 mcap==1.6.0; }; then
+        log "WARNING: could not install the Python test tools; their tests skip (and fail under CI=true)"
     fi
+fi
+# MAVProxy (issue #13: tests/ground_route.rs drives it headless against `harmony ground --out
+# tcpin:`). It brings numpy, matplotlib, opencv and vtk wheels (about 1 GB in the venv).
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import MAVProxy' 2>/dev/null; then
+    log "installing MAVProxy into $venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check MAVProxy==1.8.75 ||
+        log "WARNING: could not install MAVProxy; its test skips (and fails under CI=true)"
 fi
 
 # binfmt_misc: lets a test exec() an aarch64 binary as if it were native.

@@ -101,12 +101,12 @@ fn manifest(closed: bool) -> Vec<u8> {
         updated_utc: "2026-08-04T12:01:00.000000Z".into(),
         closed,
         degraded: false,
-        fsync_errors: 0,
         files: vec![],
-        segments: vec![],
         records: vec![],
         queue_drops: QueueDropCounts::default(),
         can_transfers_per_node: Default::default(),
+        fsync_errors: 0,
+        segments: vec![],
     };
     serde_json::to_vec_pretty(&m).unwrap()
 }
@@ -537,6 +537,10 @@ fn missing_input_is_an_error() {
     let ss = s.to_str().unwrap();
     let o = run(d.path(), &["log", "export", "--gpx", "--session", ss]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // The plot draws the CAN load too (issue #13): without CAN frames as well, nothing.
+    for f in harmony::logger::segments(&s, harmony::logger::CAN) {
+        std::fs::remove_file(f).unwrap();
+    }
     let o = run(d.path(), &["log", "plot", "--session", ss]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

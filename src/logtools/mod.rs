@@ -5,7 +5,9 @@
 //!   ([`tail`]);
 //! * `check DIR [--repair]`: every file against its format ([`check`]);
 //! * `export --gpx`: the GPS track as GPX 1.1 ([`gpx`]);
-//! * `plot`: an SVG of rangefinder distance and GPS altitude over time ([`plot`]).
+//! * `export --mcap`: the whole session as one MCAP file for Foxglove / PlotJuggler ([`mcap`]);
+//! * `plot`: rangefinder distance, GPS altitude and CAN bus load over time, dropouts marked,
+//!   as SVG or PNG ([`plot`], [`load`]).
 //!
 //! Files are hostile input (issue #17): they are opened without following links
 //! ([`files`]), read line by line in bounded memory ([`lines`]), and a number that is not
@@ -18,6 +20,8 @@ pub mod check;
 pub mod files;
 pub mod gpx;
 pub mod lines;
+pub mod load;
+pub mod mcap;
 pub mod plot;
 pub mod rows;
 pub mod tail;
@@ -69,6 +73,9 @@ pub enum LogCmd {
         /// GPX 1.1 (Google Earth, QGIS, gpsbabel).
         #[arg(long)]
         gpx: bool,
+        /// MCAP, a channel per source (Foxglove, PlotJuggler); -o FILE (default SESSION.mcap).
+        #[arg(long, conflicts_with = "gpx")]
+        mcap: bool,
         /// Session directory (default: the newest).
         #[arg(long)]
         session: Option<PathBuf>,
@@ -76,7 +83,8 @@ pub enum LogCmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Plot rangefinder distance and GPS altitude over time as SVG.
+    /// Plot rangefinder distance, GPS altitude and CAN bus load over time, dropouts marked;
+    /// SVG, or PNG when OUTPUT ends in .png.
     Plot {
         #[arg(long)]
         session: Option<PathBuf>,
@@ -100,7 +108,7 @@ pub enum ToolError {
     File(#[from] FileError),
     #[error("unknown source '{0}' (one of: can, gps, gps-fix, rangefinder, events, app)")]
     UnknownSource(String),
-    #[error("choose an export format (--gpx)")]
+    #[error("choose an export format (--gpx or --mcap)")]
     NoFormat,
     #[error(transparent)]
     Check(#[from] check::CheckError),
@@ -108,6 +116,8 @@ pub enum ToolError {
     Session(#[from] crate::logger::session::SessionError),
     #[error(transparent)]
     Board(#[from] crate::board::BoardError),
+    #[error(transparent)]
+    Mcap(#[from] mcap::ExportError),
     #[error("plot: {0}")]
     Plot(String),
 }
@@ -366,13 +376,21 @@ pub fn main(args: LogArgs) -> Result<u8, ToolError> {
         }
         LogCmd::Export {
             gpx,
+            mcap,
             session,
             output,
         } => {
-            if !gpx {
+            if !gpx && !mcap {
                 return Err(ToolError::NoFormat);
             }
             let dir = session_dir(&data, session)?;
+            if mcap {
+                let name = dir.path().file_name().unwrap_or_default().to_string_lossy();
+                let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.mcap")));
+                let report = mcap::export(&dir, &path)?;
+                let _ = write!(out, "{}", mcap::describe(&path, &report));
+                return Ok(0);
+            }
             let files = segment_names(&dir, FIX);
             if files.is_empty() {
                 return Err(ToolError::NoInput {
@@ -410,13 +428,14 @@ pub fn main(args: LogArgs) -> Result<u8, ToolError> {
         LogCmd::Plot { session, output } => {
             let dir = session_dir(&data, session)?;
             let (range, fixes) = (segment_names(&dir, RANGE), segment_names(&dir, FIX));
-            if range.is_empty() && fixes.is_empty() {
+            let can = load::can_load(&dir);
+            if range.is_empty() && fixes.is_empty() && can.frames == 0 {
                 return Err(ToolError::NoInput {
                     path: dir.path().to_owned(),
-                    what: "no rangefinder or gps-fix files: nothing to plot".into(),
+                    what: "no rangefinder, gps-fix or can files: nothing to plot".into(),
                 });
             }
-            let s = plot::plot(&dir, &range, &fixes, &output)?;
+            let s = plot::plot(&dir, &range, &fixes, &can, &load::dropouts(&dir), &output)?;
             let _ = write!(out, "{}: {} points", output.display(), s.points);
             if s.skipped > 0 {
                 let _ = write!(

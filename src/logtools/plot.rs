@@ -1,5 +1,12 @@
-//! `harmony log plot`: rangefinder distance and GPS altitude over the session's time, as SVG
-//! (plotters' SVG backend: no font files needed, the viewer renders the text).
+//! `harmony log plot`: rangefinder distance and GPS altitude over the session's time, and
+//! below it the CAN bus load (frames/s per DroneCAN node or CAN id, [`super::load`]), with the
+//! dropouts from `events.log` marked on the time axis of both (issue #13). SVG, or PNG when the
+//! output ends in `.png` (plotters' bitmap backend and PNG encoder, pure Rust).
+//!
+//! Text is laid out with `ab_glyph` (pure Rust) and an embedded ASCII cut of DejaVu Sans
+//! (`assets/fonts/`, 10 KiB, its licence beside it): the static aarch64 binary has no
+//! fontconfig and needs no font files on the Pi. An SVG names the font `sans-serif` and the
+//! viewer renders the text.
 //!
 //! Bounded whatever the files hold (issue #17):
 //! * rows are read with [`Lines`] and accepted by [`rows`]: a non-finite or absurd number, a
@@ -12,21 +19,23 @@
 //!   the files;
 //! * the axes are padded so that their span is never zero nor lost in a value's rounding.
 //!
-//! Later additions (more series, issue #13) plug in as more [`Series`].
+//! * the CAN load has at most [`COLUMNS`] bins per series, whatever the times in the log span.
 
 use std::ffi::OsString;
 use std::path::Path;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::files::Dir;
 use super::lines::Lines;
+use super::load::{CanLoad, Dropout};
 use super::{Progress, ToolError, rows};
 use crate::records::RangeStatus;
 
 /// Pixel columns of the chart, and so the buckets of the downsampling.
 pub const COLUMNS: usize = 1200;
-const HEIGHT: u32 = 500;
+const HEIGHT: u32 = 800;
 /// The CSV lines are short; a longer one is skipped.
 const MAX_LINE: usize = 1024;
 
@@ -113,13 +122,16 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     (lo, lo + span)
 }
 
-/// Writes the chart to `out`.
+/// Writes the chart to `out` (PNG if it ends in `.png`, else SVG).
 pub fn plot(
     dir: &Dir,
     range: &[OsString],
     fixes: &[OsString],
+    can: &CanLoad,
+    dropouts: &[Dropout],
     out: &Path,
 ) -> Result<PlotStats, ToolError> {
+    register_font()?;
     let series = [
         Series {
             files: range,
@@ -149,7 +161,20 @@ pub fn plot(
         })?;
     }
     if stats.points == 0 {
-        (t0, t1, lo, hi) = (0.0, 1.0, 0.0, 1.0);
+        (lo, hi) = (0.0, 1.0);
+    }
+    // The CAN load and the dropouts share the time axis.
+    for t in can
+        .series
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.0))
+        .chain(dropouts.iter().flat_map(|d| [d.first, d.last]))
+        .filter(|t| t.is_finite())
+    {
+        (t0, t1) = (t0.min(t), t1.max(t));
+    }
+    if t0 > t1 {
+        (t0, t1) = (0.0, 1.0);
     }
     let (_, width) = padded(0.0, t1 - t0);
     let (lo, hi) = padded(lo.min(0.0), hi + (hi - lo.min(0.0)) * 0.02);
@@ -194,15 +219,128 @@ pub fn plot(
         lines.push(pts);
     }
     progress.done();
-    let err = |e: &dyn std::fmt::Display| ToolError::Plot(e.to_string());
-    let root = SVGBackend::new(out, (COLUMNS as u32, HEIGHT)).into_drawing_area();
+    let mut lines = lines.into_iter();
+    let ch = Chart {
+        dist: lines.next().unwrap_or_default(),
+        alt: lines.next().unwrap_or_default(),
+        lo,
+        hi,
+        can: can
+            .series
+            .iter()
+            .map(|(l, v)| (l.clone(), v.iter().map(|(t, r)| (t - t0, *r)).collect()))
+            .collect(),
+        drops: dropouts
+            .iter()
+            .map(|d| {
+                (
+                    d.first - t0,
+                    d.last - t0,
+                    format!("{} {}", d.source, d.count),
+                )
+            })
+            .collect(),
+        t1: width,
+    };
+    let png = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if png {
+        draw(
+            BitMapBackend::new(out, (COLUMNS as u32, HEIGHT)).into_drawing_area(),
+            &ch,
+        )?;
+    } else {
+        draw(
+            SVGBackend::new(out, (COLUMNS as u32, HEIGHT)).into_drawing_area(),
+            &ch,
+        )?;
+    }
+    Ok(stats)
+}
+
+/// The embedded font (see the module docs).
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-ascii.ttf");
+
+fn register_font() -> Result<(), ToolError> {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    ok.then_some(())
+        .ok_or_else(|| ToolError::Plot("the embedded font cannot be read".into()))
+}
+
+/// Colours of the CAN series, in turn.
+const PALETTE: [RGBColor; 9] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Everything drawn, on one time axis (seconds since the first point).
+struct Chart {
+    dist: Vec<(f64, f64)>,
+    alt: Vec<(f64, f64)>,
+    /// The sensor panel's value range.
+    lo: f64,
+    hi: f64,
+    can: Vec<(String, Vec<(f64, f64)>)>,
+    drops: Vec<(f64, f64, String)>,
+    t1: f64,
+}
+
+fn err(e: &dyn std::fmt::Display) -> ToolError {
+    ToolError::Plot(e.to_string())
+}
+
+/// Red bands over the dropouts, on a chart with y from `lo` to `hi`.
+fn mark_dropouts<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    drops: &[(f64, f64, String)],
+    lo: f64,
+    hi: f64,
+    t1: f64,
+) -> Result<(), ToolError> {
+    if drops.is_empty() {
+        return Ok(());
+    }
+    // At least 0.3 % of the axis wide, so a dropout of a few ms is still seen.
+    let min_w = t1 * 0.003;
+    chart
+        .draw_series(drops.iter().map(|(a, b, _)| {
+            let b = b.max(a + min_w);
+            Rectangle::new([(*a, lo), (b, hi)], RED.mix(0.25).filled())
+        }))
+        .map_err(|e| err(&e))?
+        .label(format!("dropout ({})", drops.len()))
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], RED.mix(0.25).filled()));
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, ch: &Chart) -> Result<(), ToolError>
+where
+    DB::ErrorType: 'static,
+{
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let (top, bottom) = root.split_vertically(HEIGHT * 5 / 8);
+    let (lo, hi) = (ch.lo, ch.hi);
+    let mut chart = ChartBuilder::on(&top)
         .caption("rangefinder distance and GPS altitude", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..width, lo..hi)
+        .build_cartesian_2d(0f64..ch.t1, lo..hi)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -210,22 +348,68 @@ pub fn plot(
         .y_desc("metres")
         .draw()
         .map_err(|e| err(&e))?;
-    for (pts, (label, colour)) in lines
-        .iter()
-        .zip([("rangefinder distance", BLUE), ("GPS altitude (MSL)", RED)])
-    {
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), colour))
-            .map_err(|e| err(&e))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-    }
+    mark_dropouts(&mut chart, &ch.drops, lo, hi, ch.t1)?;
+    chart
+        .draw_series(LineSeries::new(ch.dist.iter().copied(), &BLUE))
+        .map_err(|e| err(&e))?
+        .label("rangefinder distance")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(ch.alt.iter().copied(), &RED))
+        .map_err(|e| err(&e))?
+        .label("GPS altitude (MSL)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(|e| err(&e))?;
+
+    let top_rate = ch
+        .can
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    let hi = (top_rate * 1.1).max(1.0);
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(
+            if ch.can.is_empty() {
+                "CAN bus load: no frames"
+            } else {
+                "CAN bus load (frames/s per DroneCAN node or CAN id)"
+            },
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..ch.t1, 0f64..hi)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s, boot clock)")
+        .y_desc("frames/s")
+        .draw()
+        .map_err(|e| err(&e))?;
+    mark_dropouts(&mut chart, &ch.drops, 0.0, hi, ch.t1)?;
+    for (i, (label, pts)) in ch.can.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), &c))
+            .map_err(|e| err(&e))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+    }
+    if !ch.can.is_empty() || !ch.drops.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
     root.present().map_err(|e| err(&e))?;
-    Ok(stats)
+    Ok(())
 }

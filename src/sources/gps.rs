@@ -61,6 +61,9 @@ struct Metrics {
     non_finite: Counter,
     reopens: Counter,
     baud: Counter,
+    /// The last fix's altitude in cm above mean sea level (0 below it), for `harmony top`'s
+    /// history (issue #13).
+    alt_msl_cm: Counter,
 }
 
 impl Metrics {
@@ -77,6 +80,7 @@ impl Metrics {
             non_finite: ctx.metric("non_finite"),
             reopens: ctx.metric("reopens"),
             baud: ctx.metric("baud"),
+            alt_msl_cm: ctx.metric("alt_msl_cm"),
         }
     }
 
@@ -217,12 +221,14 @@ impl GpsSource {
         let mut any = false;
         let (mut unparsed, mut non_finite) = (0, 0);
         let mut fix_count = 0;
+        let mut alt = None;
         self.intake.feed(&self.buf[..n], |e| {
             if let Event::Accepted(bytes) = e {
                 any = true;
                 logger.push(GpsRecord::Sentence(sentence(stamp, bytes)));
                 let parsed = fixes.update(stamp, bytes, |f| {
                     fix_count += 1;
+                    alt = f.alt_msl_m.or(alt);
                     logger.push(GpsRecord::Fix(f));
                     uplink.push(GpsRecord::Fix(f));
                 });
@@ -238,6 +244,10 @@ impl GpsSource {
         if let Some(m) = &self.metrics {
             m.publish(&self.intake.counters);
             m.fixes.fetch_add(fix_count, Ordering::Relaxed);
+            if let Some(a) = alt.filter(|a| a.is_finite()) {
+                m.alt_msl_cm
+                    .store((a * 100.0).max(0.0) as u64, Ordering::Relaxed);
+            }
         }
         any
     }

@@ -43,6 +43,8 @@ struct Metrics {
     retries: Counter,
     failed_ticks: Counter,
     reopens: Counter,
+    /// The last valid distance, for `harmony top`'s history (issue #13).
+    distance_cm: Counter,
     implausible: Counter,
 }
 
@@ -123,6 +125,7 @@ impl Loop for RangeSource {
             retries: ctx.metric("retries"),
             failed_ticks: ctx.metric("failed_ticks"),
             reopens: ctx.metric("reopens"),
+            distance_cm: ctx.metric("distance_cm"),
             implausible: ctx.metric("implausible"),
         });
         Ok(())
@@ -168,6 +171,9 @@ impl Loop for RangeSource {
                         self.out.uplink.push(rec);
                         if let Some(m) = &self.metrics {
                             m.readings.fetch_add(1, Ordering::Relaxed);
+                            if r.status == crate::records::RangeStatus::Ok {
+                                m.distance_cm.store(r.distance_cm.into(), Ordering::Relaxed);
+                            }
                         }
                     }
                     if self.failing > 0 {

@@ -103,6 +103,8 @@ pub struct App {
     pub mode: Mode,
     pub message: Option<Message>,
     history: VecDeque<Sample>,
+    /// Recent range, altitude, CAN rate, radio budget use and queue fill (issue #13).
+    pub sparks: super::history::History,
 }
 
 impl App {
@@ -117,6 +119,7 @@ impl App {
             mode: Mode::Normal,
             message: None,
             history: VecDeque::new(),
+            sparks: super::history::History::new(&SPARKS),
         }
     }
 
@@ -151,6 +154,8 @@ impl App {
         self.rates = compute_rates(&self.history);
         self.status = Some(status);
         self.fix_selection();
+        let sample = spark_sample(self);
+        self.sparks.push(&sample);
     }
 
     /// The firmware did not answer: keep the last status (shown as stale), drop the rates.
@@ -479,6 +484,40 @@ fn compute_rates(h: &VecDeque<Sample>) -> BTreeMap<String, BTreeMap<String, f64>
         out.insert(path.clone(), m);
     }
     out
+}
+
+/// The history rows of `harmony top`: (label, unit, stored scale).
+pub const SPARKS: [(&str, &str, f64); 5] = [
+    ("range", "m", 100.0),
+    ("altitude", "m", 100.0),
+    ("CAN", "fr/s", 1.0),
+    ("radio budget", "%", 1.0),
+    ("queue fill", "%", 1.0),
+];
+
+/// One sample of [`SPARKS`] from the last status: the rangefinder's last valid distance, the
+/// GPS altitude, the CAN source's frame rate, the uplink's bytes per second against its
+/// budget, and the fullest queue.
+fn spark_sample(app: &App) -> [Option<f64>; 5] {
+    let metric = |proc: &str, m: &str| app.proc_named(proc)?.metrics.get(m).copied();
+    let rate = |proc: &str, m: &str| {
+        let p = app.proc_named(proc)?;
+        app.rates.get(&p.path)?.get(m).copied()
+    };
+    let range = metric("rangefinder", "distance_cm").map(|cm| cm as f64 / 100.0);
+    let alt = metric("gps", "alt_msl_cm")
+        .filter(|_| metric("gps", "fixes").unwrap_or(0) > 0)
+        .map(|cm| cm as f64 / 100.0);
+    let can = rate("can", "frames");
+    let budget = metric("uplink", "budget_bps")
+        .filter(|b| *b > 0)
+        .and_then(|b| Some(rate("uplink", "bytes_written")? * 100.0 / b as f64));
+    let fill = queues(app)
+        .iter()
+        .filter(|q| q.capacity > 0)
+        .map(|q| q.len as f64 * 100.0 / q.capacity as f64)
+        .reduce(f64::max);
+    [range, alt, can, budget, fill]
 }
 
 /// The primary rate shown in a processor's row: (value, unit).

@@ -18,6 +18,7 @@
 //!   panic hook on a panic.
 
 pub mod app;
+pub mod history;
 pub mod term;
 pub mod view;
 

@@ -4,6 +4,7 @@
 //! ```text
 //! header     connection, version, board, pid, uptime, paused/stopping, socket
 //! processors the tree with state, time in state, restarts, errors, drops, rate, note
+//! history    sparklines: range, altitude, CAN rate, radio budget use, queue fill
 //! panels     selected processor (all metrics with rates) | logger | uplink + queues
 //! message    outcome of the last action
 //! keys       key help, or the signal prompt / stop confirmation
@@ -32,6 +33,9 @@ pub fn render(app: &App, f: &mut Frame) {
     let area = f.area();
     // The table takes what its rows need; the panels get the rest (none on tiny terminals).
     let avail = area.height.saturating_sub(4);
+    // The history strip when there is room for it and for the panels below (issue #13).
+    let hist_h = if avail >= 30 { app.sparks.height() } else { 0 };
+    let avail = avail - hist_h;
     let want = u16::try_from(app.rows().len())
         .unwrap_or(u16::MAX)
         .saturating_add(3);
@@ -41,9 +45,10 @@ pub fn render(app: &App, f: &mut Frame) {
     } else {
         (avail, 0)
     };
-    let [header, table, panels, message, keys] = Layout::vertical([
+    let [header, table, hist, panels, message, keys] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(table_h),
+        Constraint::Length(hist_h),
         Constraint::Length(bottom_h),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -51,6 +56,9 @@ pub fn render(app: &App, f: &mut Frame) {
     .areas(area);
     render_header(app, f, header);
     render_table(app, f, table);
+    if hist_h > 0 {
+        super::history::render(&app.sparks, "history (newest right)", f, hist);
+    }
     if bottom_h > 0 {
         let [sel, logger, right] = Layout::horizontal([
             Constraint::Percentage(40),

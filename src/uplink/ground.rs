@@ -6,12 +6,13 @@
 //! health and every STATUSTEXT, sends a GCS heartbeat once a second and sends commands,
 //! signed when a key is given; with a key, telemetry that is not correctly signed is rejected
 //! and counted. The terminal UI draws [`super::ground_view`]; `--plain` prints one line per
-//! message instead (see `harmony ground --help` for the format).
+//! message instead (see `harmony ground --help` for the format). `--out` forwards the stream to
+//! other ground tools and their frames up the radio ([`super::route`]).
 //!
-//! One `poll(2)` waits for the radio, the signal self-pipe (SIGTERM, SIGINT, SIGHUP: the
-//! station installs its own handlers) and, in the UI, the terminal ([`crate::tui::term`]): a
-//! signal or the terminal hanging up ends the station within one wake-up, never a spin on a
-//! dead terminal (issue #11).
+//! One `poll(2)` waits for the radio, the `--out` endpoints' sockets, the signal self-pipe
+//! (SIGTERM, SIGINT, SIGHUP: the station installs its own handlers) and, in the UI, the
+//! terminal ([`crate::tui::term`]): a signal or the terminal hanging up ends the station within
+//! one wake-up, never a spin on a dead terminal (issue #11).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -26,6 +27,7 @@ use super::frame::{self, Decoder, Framer};
 use super::ground_view::{GroundView, render};
 use super::protocol::{Command, GROUND_COMPONENT_ID};
 use super::radio::{Port, Wrote};
+use super::route::{RouteError, Router, relay_bytes};
 use super::signing::{self, KeyError, Signer, Verdict, Verifier};
 use crate::drivers::serial::SerialError;
 use crate::sources::Reopen;
@@ -47,7 +49,17 @@ Plain output (--plain), one line per event, fields separated by spaces:
        12.400 TEXT severity=ERROR text=\"gps failed (restart 1)\"
        12.500 ACK command=pause id=31010 result=ACCEPTED
        13.000 LINK bytes=2890 frames=71 skipped=0 unsigned=0 bad_signature=0 replayed=0
-  LINK comes once a second with running totals.
+  LINK comes once a second with running totals, and with --out one ROUTE line per endpoint:
+       13.000 ROUTE endpoint=udpout:127.0.0.1:14550 down=70 down_dropped=0 up=2 up_dropped=0
+              clients=0 disconnects=0 errors=0
+  At start each --out endpoint says where it is: ROUTE endpoint=tcpin:0.0.0.0:5760 local=0.0.0.0:5760
+
+Other ground tools (--out, repeatable; MAVProxy's convention, pymavlink connection strings):
+  udpout:HOST:PORT   send to a tool listening there (QGroundControl listens on 14550)
+  udpin:HOST:PORT    listen there; answer whoever last sent to it
+  tcpin:HOST:PORT    a TCP server for several tools (MAVProxy --master=tcp:HOST:PORT)
+Every frame accepted from the radio goes to every endpoint (with --key: only correctly signed
+ones); the tools' frames go up the radio, signed with --key when given.
 
 The port is reopened every 2 s when it goes away (a USB radio unplugged). A pseudo-terminal
 (/dev/pts/N) that hung up is not: its number is soon another program's. Through a symlink
@@ -92,6 +104,10 @@ pub struct GroundArgs {
     /// Seconds to wait for a command's ACK before sending it again.
     #[arg(long, default_value_t = 1.5)]
     pub ack_timeout: f64,
+    /// Forward the stream to another ground tool: udpout:HOST:PORT, udpin:HOST:PORT or
+    /// tcpin:HOST:PORT (repeatable; see below).
+    #[arg(long = "out", value_name = "ENDPOINT")]
+    pub out: Vec<String>,
 }
 
 /// Why the ground station stopped.
@@ -111,6 +127,8 @@ pub enum GroundError {
     Terminal(io::Error),
     #[error("poll: {0}")]
     Poll(nix::Error),
+    #[error(transparent)]
+    Route(#[from] RouteError),
 }
 
 /// How many times a command is sent before giving up.
@@ -150,6 +168,8 @@ struct Station {
     pty_gone: Option<Option<u64>>,
     /// The pseudo-terminal is gone and there is no link to wait for: stop.
     gone: bool,
+    /// `--out` endpoints.
+    router: Router,
 }
 
 /// The inode of `path` when it is a symlink.
@@ -186,6 +206,7 @@ impl Station {
             ..Default::default()
         };
         view.connected = false;
+        let router = Router::open(&args.out)?;
         Ok(Station {
             framer: Framer::new(
                 args.system_id,
@@ -212,6 +233,7 @@ impl Station {
             port_link: None,
             pty_gone: None,
             gone: false,
+            router,
         })
     }
 
@@ -290,21 +312,62 @@ impl Station {
     }
 
     fn send(&mut self, msg: &MavMessage) {
-        let Some(port) = &mut self.port else { return };
-        let bytes = self.framer.frame(msg);
+        if self.port.is_none() {
+            return;
+        }
+        let bytes = self.framer.frame(msg).to_vec();
+        self.write_radio(&bytes);
+    }
+
+    /// Writes a whole frame to the radio; returns whether it went.
+    fn write_radio(&mut self, bytes: &[u8]) -> bool {
+        let Some(port) = &mut self.port else {
+            return false;
+        };
         let mut off = 0;
         let deadline = Instant::now() + Duration::from_millis(200);
         while off < bytes.len() {
             match port.write(&bytes[off..]) {
                 Ok(Wrote::Bytes(n)) if n > 0 => off += n,
                 Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-                Ok(_) => return,
+                Ok(_) => return false,
                 Err(e) => {
                     let why = e.to_string();
                     self.lost(&why);
-                    return;
+                    return false;
                 }
             }
+        }
+        true
+    }
+
+    /// Services the `--out` endpoints: their tools' frames go up the radio (signed with the
+    /// key, if any).
+    fn pump_router(&mut self) {
+        if self.router.is_empty() {
+            return;
+        }
+        let mut router = std::mem::take(&mut self.router);
+        router.pump(&mut |raw| {
+            self.port.is_some()
+                && relay_bytes(raw, self.framer.signer_mut()).is_some_and(|b| self.write_radio(&b))
+        });
+        self.router = router;
+    }
+
+    /// Says where each `--out` endpoint is (the port a `:0` endpoint got).
+    fn announce_routes(&mut self) {
+        let lines: Vec<String> = self
+            .router
+            .endpoints
+            .iter()
+            .map(|e| {
+                let local = e.local.map(|a| a.to_string()).unwrap_or_default();
+                format!("ROUTE endpoint={} local={local}", e.name)
+            })
+            .collect();
+        for l in lines {
+            self.line(&l);
         }
     }
 
@@ -360,6 +423,10 @@ impl Station {
                 }
             }
         }
+        if sys != self.args.system_id as u32 {
+            // Accepted (with a key: correctly signed): on to the other ground tools.
+            self.router.forward(raw);
+        }
         let Ok(msg) = frame::parse(raw) else { return };
         if sys == self.args.system_id as u32 {
             return;
@@ -409,6 +476,12 @@ impl Station {
                 r.replayed
             );
             self.line(&l);
+            for l in self.router.lines() {
+                self.line(&l);
+            }
+            self.view.routes = self.router.summary();
+            self.view
+                .sample_history(self.t(), self.args.baud as f64 / 10.0);
         }
         let timeout = Duration::from_secs_f64(self.args.ack_timeout);
         if let Some(f) = &self.inflight
@@ -512,22 +585,28 @@ impl Station {
         let ms = until.saturating_duration_since(now).as_millis().min(1000) as u16;
         let stdin_handle = io::stdin();
         let in_fd = stdin_handle.as_fd();
-        let mut fds: heapless::Vec<PollFd, 5> = heapless::Vec::new();
+        let mut fds: Vec<PollFd> = Vec::with_capacity(8);
         if let Some(p) = &self.port {
-            let _ = fds.push(PollFd::new(p.fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(p.fd(), PollFlags::POLLIN));
         }
+        let routes = fds.len();
+        fds.extend(
+            self.router
+                .fds()
+                .into_iter()
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        );
+        let stdin_at = fds.len();
         if stdin {
-            let _ = fds.push(PollFd::new(in_fd, PollFlags::POLLIN));
+            fds.push(PollFd::new(in_fd, PollFlags::POLLIN));
         }
         let base = fds.len();
         match &*input {
             Input::Plain(s) => {
-                let _ = fds.push(PollFd::new(s.quit_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(s.quit_fd(), PollFlags::POLLIN));
             }
             Input::Tui(t) => {
-                for f in t.poll_fds() {
-                    let _ = fds.push(f);
-                }
+                fds.extend(t.poll_fds());
             }
         }
         match poll(&mut fds, PollTimeout::from(ms)) {
@@ -540,7 +619,8 @@ impl Station {
                 .unwrap_or(PollFlags::empty())
         };
         let port_ready = self.port.is_some() && !revents(0).is_empty();
-        let stdin_ready = stdin && !revents(base - 1).is_empty();
+        let stdin_ready = stdin && !revents(stdin_at).is_empty();
+        let route_ready = (routes..stdin_at).any(|i| !revents(i).is_empty());
         let theirs = [revents(base), revents(base + 1), revents(base + 2)];
         drop(fds);
         let wake = match input {
@@ -553,6 +633,9 @@ impl Station {
         }
         if port_ready {
             self.read();
+        }
+        if route_ready {
+            self.pump_router();
         }
         Ok((stdin_ready, wake))
     }
@@ -570,6 +653,7 @@ enum Input {
 pub fn main(args: GroundArgs) -> Result<u8, GroundError> {
     let plain = args.plain;
     let mut st = Station::new(args)?;
+    st.announce_routes();
     // Our own handlers for SIGTERM, SIGINT and SIGHUP: the binary's serve the firmware only.
     if plain {
         let signals = Signals::install().map_err(GroundError::Terminal)?;

@@ -49,6 +49,52 @@ pub struct GroundView {
     pub connected: bool,
     /// Long STATUSTEXTs arriving in chunks.
     pub assembler: super::frame::TextAssembler,
+    /// `--out` endpoints and their counters, one short text each.
+    pub routes: Vec<String>,
+    /// Recent range, altitude, CAN frame rate and radio use, one sample a second (issue #13).
+    pub history: crate::tui::history::History,
+    /// Byte and CAN frame totals at the last history sample.
+    pub history_prev: Option<(u64, u64)>,
+}
+
+/// The ground's history rows: (label, unit, stored scale).
+pub const GROUND_SPARKS: [(&str, &str, f64); 4] = [
+    ("range", "m", 100.0),
+    ("altitude", "m", 100.0),
+    ("CAN", "fr/s", 1.0),
+    ("radio link", "%", 1.0),
+];
+
+impl GroundView {
+    /// Takes one history sample; call once a second. `capacity_bps` is the radio's bytes per
+    /// second (baud / 10): the link's use is what arrived against it.
+    pub fn sample_history(&mut self, now: f64, capacity_bps: f64) {
+        if self.history.series.is_empty() {
+            self.history = crate::tui::history::History::new(&GROUND_SPARKS);
+        }
+        let fresh = |t: f64| now - t < 3.0;
+        let range = self
+            .range
+            .as_ref()
+            .filter(|(t, d)| fresh(*t) && d.current_distance <= d.max_distance)
+            .map(|(_, d)| d.current_distance as f64 / 100.0);
+        let alt = self
+            .gps
+            .as_ref()
+            .filter(|(t, g)| fresh(*t) && g.fix_type as u32 >= 2)
+            .map(|(_, g)| g.alt as f64 / 1000.0);
+        let can_total: u64 = self.can.values().map(|(_, _, n)| *n).sum();
+        let (can, radio) = match self.history_prev {
+            Some((b, c)) => (
+                Some(can_total.saturating_sub(c) as f64),
+                (capacity_bps > 0.0)
+                    .then(|| self.bytes.saturating_sub(b) as f64 * 100.0 / capacity_bps),
+            ),
+            None => (None, None),
+        };
+        self.history_prev = Some((self.bytes, can_total));
+        self.history.push(&[range, alt, can, radio]);
+    }
 }
 
 /// Severity without its prefix.
@@ -231,13 +277,22 @@ fn age(now: f64, t: f64) -> String {
 
 /// Draws the view. `prompt` is the command being typed (None: not typing).
 pub fn render(v: &GroundView, now: f64, prompt: Option<&str>, f: &mut Frame) {
-    let [top, mid, texts, bottom] = Layout::vertical([
+    let hist_h = if f.area().height >= 30 && !v.history.series.is_empty() {
+        v.history.height()
+    } else {
+        0
+    };
+    let [top, mid, hist, texts, bottom] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(10),
+        Constraint::Length(hist_h),
         Constraint::Length(8),
         Constraint::Length(2),
     ])
     .areas(f.area());
+    if hist_h > 0 {
+        crate::tui::history::render(&v.history, "history (newest right, 1 s)", f, hist);
+    }
     let link = match v.heartbeat {
         Some((t, sys, _)) if now - t < 3.0 => {
             Span::from(format!("LINK UP (system {sys})")).green().bold()
@@ -406,7 +461,11 @@ pub fn render(v: &GroundView, now: f64, prompt: Option<&str>, f: &mut Frame) {
             "q quit  : command (pause:gps resume:gps rotate rate:range:20 rate:can:off stop)",
         ),
     };
-    f.render_widget(Paragraph::new(help), bottom);
+    let mut bottom_lines = vec![help];
+    if !v.routes.is_empty() {
+        bottom_lines.push(Line::from(format!("out: {}", v.routes.join("  |  "))));
+    }
+    f.render_widget(Paragraph::new(bottom_lines), bottom);
 }
 
 #[cfg(test)]

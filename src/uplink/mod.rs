@@ -100,6 +100,7 @@ pub mod health;
 pub mod persist;
 pub mod protocol;
 pub mod radio;
+pub mod route;
 pub mod signing;
 pub mod telemetry;
 
