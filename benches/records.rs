@@ -125,20 +125,21 @@ fn metric(run: &std::path::Path, p: &str, m: &str) -> u64 {
     .unwrap_or(0)
 }
 
-/// CPU of `harmony run` with the board's CAN replay at `fps`; returns % of one core.
-pub fn topology_cpu(extra_board: &str, secs: u64) -> (f64, f64) {
+/// CPU of `harmony run` (all its processes) with the board's CAN replay at `fps`; `split`:
+/// the sensors in a child process. Returns % of one core and the frames/s measured.
+pub fn topology_cpu(extra_board: &str, secs: u64, split: bool) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = common::spawn_sim(dir.path(), extra_board);
+    let mut child = common::spawn_sim_split(dir.path(), extra_board, split);
     let run = dir.path().join("harmony-data/run");
     std::thread::sleep(Duration::from_secs(3));
     let (c0, f0) = (
-        common::process_ticks(child.id()),
+        common::tree_ticks(child.id()),
         metric(&run, "can", "frames"),
     );
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, f1) = (
-        common::process_ticks(child.id()),
+        common::tree_ticks(child.id()),
         metric(&run, "can", "frames"),
     );
     let wall = t0.elapsed().as_secs_f64();
@@ -151,10 +152,24 @@ pub fn topology_cpu(extra_board: &str, secs: u64) -> (f64, f64) {
 }
 
 fn cpu_bench() {
-    let (cpu, fps) = topology_cpu("fps = 16000.0\n", 10);
+    // Interleaved, median of 3: the Pi's split (sensors in a child process) and all threads.
+    let (mut split, mut threads) = (Vec::new(), Vec::new());
+    let mut fps = 0.0;
+    for _ in 0..3 {
+        let (c, f) = topology_cpu("fps = 16000.0\n", 10, true);
+        split.push(c);
+        fps = f;
+        threads.push(topology_cpu("fps = 16000.0\n", 10, false).0);
+    }
+    let (s, t) = (
+        common::percentile(&mut split, 0.5),
+        common::percentile(&mut threads, 0.5),
+    );
     println!(
         "whole topology, CAN replay at 16,000 frames/s (sim board: GPS 5 Hz, rangefinder 100 Hz, logger, uplink on its simulated radio), \
-         10 s: {cpu:.2}% of one core, {fps:.0} frames/s measured"
+         10 s, median of 3: sensors in a child process (the Pi's split) {s:.2}% of one core ({fps:.0} frames/s measured); \
+         all threads {t:.2}%; ratio {:.2}x",
+        s / t
     );
 }
 

@@ -268,6 +268,7 @@ impl LogSink {
         }
         shared.level.store(level as usize, Ordering::Relaxed);
         log::set_max_level(level);
+        crate::concurrency::shm::set_log_forwarder(forward_child);
         let out = Arc::new(Mutex::new(CombinedLogger::new(outputs)));
         let stop = Arc::new(AtomicBool::new(false));
         let waker = Waker::new();
@@ -317,6 +318,36 @@ impl LogSink {
 impl Drop for LogSink {
     fn drop(&mut self) {
         self.stop_thread();
+    }
+}
+
+/// A child process's log record (forwarded by its region's relay), with the child's thread
+/// name and time, into the same queue.
+fn forward_child(r: &crate::concurrency::shm::LogRec) {
+    let Some(s) = SHARED.get() else {
+        return;
+    };
+    if r.level() > s.level() {
+        return;
+    }
+    let mut m = Msg {
+        level: r.level(),
+        wall_ns: r.wall_ns,
+        thread: HString::new(),
+        target: HString::new(),
+        text: HString::new(),
+    };
+    fill(&mut m.thread, format_args!("{}", r.thread()));
+    fill(&mut m.target, format_args!("{}", r.target()));
+    fill(&mut m.text, format_args!("{}", r.text()));
+    if s.closed.load(Ordering::Acquire) {
+        eprintln!("{}", line(&m));
+        return;
+    }
+    if s.queue.push(m).is_ok() {
+        s.bell.ring();
+    } else {
+        s.dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 

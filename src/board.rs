@@ -17,7 +17,7 @@ pub mod host;
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The simulated board shipped in the binary.
 pub const SIM_BOARD: &str = include_str!("../boards/sim.toml");
@@ -41,7 +41,7 @@ pub enum BoardError {
 }
 
 /// General settings of a board.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoardSection {
     pub name: String,
@@ -69,7 +69,7 @@ fn default_stop_timeout_ms() -> u64 {
 }
 
 /// A whole board file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Board {
     pub board: BoardSection,
@@ -84,10 +84,23 @@ pub struct Board {
     /// Where the text came from (a path, or the built-in board), for error messages.
     #[serde(skip)]
     pub origin: String,
+    #[serde(default)]
+    pub processes: ProcessSection,
+}
+
+/// `[processes]`: which subtrees run as processes of their own (issue #14). A crash there (a
+/// driver's SIGSEGV, an abort, an out-of-memory kill) then cannot take the logger down; the
+/// child is restarted like a failed thread.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// The sensors (GPS, rangefinder, CAN) in a child process.
+    #[serde(default)]
+    pub sensors: bool,
 }
 
 /// `[logger]`: how the flash-card logger writes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggerSection {
     /// Rotate each file at this size (MiB).
@@ -134,21 +147,21 @@ fn default_manifest_s() -> u64 {
 }
 
 /// `baud = 9600` or `baud = "auto"`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum BaudSetting {
     Rate(u32),
     Word(BaudWord),
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BaudWord {
     Auto,
 }
 
 /// The GPS receiver on a UART.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpsSection {
     /// The UART, e.g. `/dev/serial0`; not needed with `[gps.sim]`.
@@ -165,7 +178,7 @@ fn default_baud() -> BaudSetting {
 }
 
 /// `[gps.sim]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpsSimSection {
     /// `builtin:NAME` or a path to an NMEA capture.
@@ -185,7 +198,7 @@ fn yes() -> bool {
 }
 
 /// Which rangefinder.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub enum RangeModel {
     #[serde(rename = "lidar-lite-v3")]
     LidarLiteV3,
@@ -214,7 +227,7 @@ impl RangeModel {
 }
 
 /// The rangefinder on I2C or GPIO.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeSection {
     pub model: RangeModel,
@@ -246,12 +259,12 @@ fn default_retries() -> u32 {
 }
 
 /// `[rangefinder.sim]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeSimSection {}
 
 /// The flight controller's CAN bus.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanSection {
     #[serde(default = "default_iface")]
@@ -278,7 +291,7 @@ fn default_bitrate() -> u32 {
 }
 
 /// `[can.replay]`: exactly one of `speed`, `fps`, `fast`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanReplaySection {
     /// `builtin:NAME` or a path to a candump log.
@@ -292,7 +305,7 @@ pub struct CanReplaySection {
 }
 
 /// Queue capacities in records. Defaults hold at least 2 s of each source's worst case.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSection {
     pub gps_logger: Option<usize>,

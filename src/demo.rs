@@ -1,13 +1,15 @@
 //! A small topology that exercises the framework on its own: ticking loops (some in a waiting
 //! group), a producer pool feeding a consumer pool. `harmony demo` runs it; the framework
-//! benchmarks (stop latency, idle cost) use it with `--loops N`.
+//! benchmarks (stop latency, idle cost) use it with `--loops N`. With `--processes` the loops'
+//! runner is a child process (built by name by [`BUILDERS`]), its loops threads in it.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::concurrency::process::{Build, BuildFn};
 use crate::concurrency::{
-    BoxError, Child, Context, Flag, Loop, LoopConfig, LoopProcessor, Runner, Signal, Step,
-    WorkerPool,
+    BoxError, Child, Context, Flag, Loop, LoopConfig, LoopProcessor, Multitasking, Processor,
+    Runner, Signal, Step, WorkerPool,
 };
 
 /// A loop that counts its ticks and the `ping` signals it receives.
@@ -80,6 +82,46 @@ pub struct DemoOptions {
     pub start_waiting: bool,
     /// Make `tick-1` hang after this long.
     pub stall_after: Option<Duration>,
+    /// Run the loops' runner as a child process.
+    pub processes: bool,
+}
+
+impl DemoOptions {
+    /// The options a child process needs to build the loops (`loops,period_ms,waiting,stall_ms`).
+    fn to_arg(&self) -> String {
+        format!(
+            "{},{},{},{}",
+            self.loops,
+            self.period.as_millis(),
+            self.start_waiting as u8,
+            self.stall_after.map_or(0, |d| d.as_millis())
+        )
+    }
+
+    fn from_arg(a: &str) -> Result<Self, BoxError> {
+        let v: Vec<u64> = a
+            .split(',')
+            .map(|x| x.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("demo-loops argument '{a}': {e}"))?;
+        let [loops, period, waiting, stall] = v[..] else {
+            return Err(format!("demo-loops argument '{a}': want 4 numbers").into());
+        };
+        Ok(DemoOptions {
+            loops: loops as usize,
+            period: Duration::from_millis(period),
+            start_waiting: waiting != 0,
+            stall_after: (stall > 0).then(|| Duration::from_millis(stall)),
+            ..Default::default()
+        })
+    }
+}
+
+/// The demo's subtrees that a child process builds by name.
+pub const BUILDERS: &[(&str, BuildFn)] = &[("demo-loops", build_loops)];
+
+fn build_loops(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    Ok(Box::new(loops(&DemoOptions::from_arg(b.arg())?)))
 }
 
 impl Default for DemoOptions {
@@ -90,12 +132,13 @@ impl Default for DemoOptions {
             pools: true,
             start_waiting: false,
             stall_after: None,
+            processes: false,
         }
     }
 }
 
-/// Builds the demo tree under a root runner named `harmony`.
-pub fn topology(o: &DemoOptions) -> Runner {
+/// The ticking loops' runner.
+fn loops(o: &DemoOptions) -> Runner {
     let group = Flag::new("demo-group");
     let mut loops = Runner::new("demo-loops");
     for i in 0..o.loops {
@@ -116,6 +159,11 @@ pub fn topology(o: &DemoOptions) -> Runner {
         };
         loops.push(c);
     }
+    loops
+}
+
+/// Builds the demo tree under a root runner named `harmony`.
+pub fn topology(o: &DemoOptions) -> Runner {
     let mut root = Runner::new("harmony");
     if o.pools {
         let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -143,5 +191,12 @@ pub fn topology(o: &DemoOptions) -> Runner {
         );
         root = root.child(consumers).child(producers);
     }
-    root.child(loops)
+    if o.processes {
+        root.with_child(
+            Child::build_with("demo-loops", "demo-loops", &o.to_arg())
+                .mode(Multitasking::Processes),
+        )
+    } else {
+        root.child(loops(o))
+    }
 }

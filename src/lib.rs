@@ -27,3 +27,11 @@ pub mod topology;
 pub mod tui;
 pub mod uplink;
 pub mod version;
+
+/// Every subtree a child process of the firmware can build by name (see
+/// [`concurrency::process`]).
+pub fn builders() -> Vec<(&'static str, concurrency::process::BuildFn)> {
+    let mut b = demo::BUILDERS.to_vec();
+    b.extend_from_slice(topology::BUILDERS);
+    b
+}

@@ -88,6 +88,9 @@ enum Cmd {
         /// Make tick-1 hang after this many milliseconds (exercises the systemd watchdog).
         #[arg(long, hide = true)]
         stall_after_ms: Option<u64>,
+        /// Run the loops in a child process (the framework's process mode).
+        #[arg(long)]
+        processes: bool,
     },
 }
 
@@ -122,6 +125,9 @@ fn firmware_signals() -> Result<Installed> {
 }
 
 fn main() -> ExitCode {
+    // A child process of the firmware (a process subtree) runs its subtree and exits here,
+    // before anything else happens in this process.
+    harmony::concurrency::process::child_main_if_requested(&harmony::builders());
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Run(Where {
         board: None,
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
             no_pools,
             start_waiting,
             stall_after_ms,
+            processes,
         } => firmware_signals().and_then(|signals| {
             run_tree(&at, signals, |_| {
                 Ok(demo::topology(&DemoOptions {
@@ -145,6 +152,7 @@ fn main() -> ExitCode {
                     pools: !no_pools,
                     start_waiting,
                     stall_after: stall_after_ms.map(Duration::from_millis),
+                    processes,
                 }))
             })
         }),

@@ -1,21 +1,63 @@
-//! The records sources hand to sinks: fixed-size, `Copy`-free of heap data, so moving one
-//! through a queue never allocates.
+//! The records sources hand to sinks: fixed-size `Copy` values free of heap data, so moving one
+//! through a queue never allocates, and a shared-memory ring can carry it to another process
+//! (they are [`Plain`]).
 //!
 //! Every record carries a [`Stamp`]: the boot clock (monotonic, for ordering and intervals) and
 //! the wall clock (for humans and for tools that expect Unix time).
 
-use heapless::Vec as HVec;
+use std::fmt;
+use std::ops::Deref;
 
 use crate::clock::Stamp;
+use crate::concurrency::Plain;
+
+/// Up to `N` (at most 255) bytes stored inline: a `Copy` byte string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Bytes<const N: usize> {
+    len: u8,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Bytes<N> {
+    /// The first `N` bytes of `b` (cut, not refused: callers bound their input first).
+    pub fn from_slice(b: &[u8]) -> Self {
+        let n = b.len().min(N).min(u8::MAX as usize);
+        let mut buf = [0u8; N];
+        buf[..n].copy_from_slice(&b[..n]);
+        Bytes { len: n as u8, buf }
+    }
+}
+
+impl<const N: usize> Default for Bytes<N> {
+    fn default() -> Self {
+        Bytes {
+            len: 0,
+            buf: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> Deref for Bytes<N> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..(self.len as usize).min(N)]
+    }
+}
+
+impl<const N: usize> fmt::Debug for Bytes<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
 
 /// Longest NMEA sentence kept, terminator included (gpsd's `NMEA_MAX`).
 pub const NMEA_MAX: usize = 130;
 
 /// One NMEA sentence exactly as the receiver sent it, line terminator included.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sentence {
     pub stamp: Stamp,
-    pub bytes: HVec<u8, NMEA_MAX>,
+    pub bytes: Bytes<NMEA_MAX>,
 }
 
 impl Sentence {
@@ -85,7 +127,7 @@ pub struct Fix {
 }
 
 /// What the GPS source hands to sinks.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GpsRecord {
     Sentence(Sentence),
     Fix(Fix),
@@ -193,3 +235,10 @@ impl CanRecord {
         }
     }
 }
+
+// SAFETY: the records hold numbers, enums, options and inline byte arrays: no pointers or
+// handles. Their producers are the firmware's own sources (a trusted process); records from
+// an untrusted process use integer-only types (see `concurrency::ring`).
+unsafe impl Plain for GpsRecord {}
+unsafe impl Plain for RangeRecord {}
+unsafe impl Plain for CanRecord {}

@@ -8,9 +8,9 @@
 //! ├── logger                   sink: drains every source's logger queue
 //! ├── uplink                   sink: drains every source's uplink queue
 //! └── sensors                  runner: restarts a failed source (5 in 60 s)
-//!     ├── gps
-//!     ├── rangefinder
-//!     └── can
+//!     ├── gps                  (`[processes] sensors = true`: the whole sensors subtree
+//!     ├── rangefinder           runs in a child process, restarted 5 times in 60 s if it
+//!     └── can                   dies, its queues shared-memory rings)
 //! ```
 //! Ordered start brings the sinks up before the sources; reverse-order stop stops the sources
 //! first, so the sinks drain everything that was accepted; the housekeeping pool stops after
@@ -22,8 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::board::{BaudSetting, Board, RangeModel};
+use crate::concurrency::process::{Build, BuildFn};
 use crate::concurrency::{
-    Child, ErrorBudget, LoopConfig, LoopProcessor, Policy, Processor, RestartPolicy, Runner, queue,
+    BoxError, Child, ErrorBudget, LoopConfig, LoopProcessor, Multitasking, Policy, Processor,
+    Region, RestartPolicy, Runner, queue,
 };
 use crate::drivers::lidarlite::LidarLiteV3;
 use crate::drivers::tfluna::TfLuna;
@@ -36,6 +38,7 @@ use crate::sim::can_replay::{CanReplay, Capture, Timing};
 use crate::sim::gps::GpsSim;
 use crate::sim::rangefinder::{SimHandle, SimModel, SimSensor};
 use crate::sinks::drain::{Counting, SinkInputs, SinkLoop};
+use crate::sources::SourceOutputs;
 use crate::sources::can::{CanConfig, CanInput, CanSource};
 use crate::sources::gps::{Baud, GpsConfig, GpsSource};
 use crate::sources::rangefinder::{Opener, RangeConfig, RangeSource};
@@ -55,6 +58,10 @@ pub enum TopologyError {
     Replay(#[from] crate::formats::candump::DumpError),
     #[error("{0}")]
     Uplink(crate::uplink::UplinkError),
+    #[error("processes.sensors: {0}")]
+    Shm(#[from] crate::concurrency::ShmError),
+    #[error("processes.sensors: {0}")]
+    Arg(String),
 }
 
 /// Handles on the simulated devices (for tests and fault injection).
@@ -177,12 +184,12 @@ pub fn build_with(
     fs: Arc<dyn FileSystem>,
 ) -> Result<Topology, TopologyError> {
     let sizes = board.queue_sizes();
-    let (gps_l_tx, gps_l_rx) = queue::<GpsRecord>(sizes.gps_logger, "gps->logger");
-    let (gps_u_tx, gps_u_rx) = queue::<GpsRecord>(sizes.gps_uplink, "gps->uplink");
-    let (rng_l_tx, rng_l_rx) = queue::<RangeRecord>(sizes.range_logger, "rangefinder->logger");
-    let (rng_u_tx, rng_u_rx) = queue::<RangeRecord>(sizes.range_uplink, "rangefinder->uplink");
-    let (can_l_tx, can_l_rx) = queue::<CanRecord>(sizes.can_logger, "can->logger");
-    let (can_u_tx, can_u_rx) = queue::<CanRecord>(sizes.can_uplink, "can->uplink");
+    let (gps_l_tx, mut gps_l_rx) = queue::<GpsRecord>(sizes.gps_logger, "gps->logger");
+    let (gps_u_tx, mut gps_u_rx) = queue::<GpsRecord>(sizes.gps_uplink, "gps->uplink");
+    let (rng_l_tx, mut rng_l_rx) = queue::<RangeRecord>(sizes.range_logger, "rangefinder->logger");
+    let (rng_u_tx, mut rng_u_rx) = queue::<RangeRecord>(sizes.range_uplink, "rangefinder->uplink");
+    let (can_l_tx, mut can_l_rx) = queue::<CanRecord>(sizes.can_logger, "can->logger");
+    let (can_u_tx, mut can_u_rx) = queue::<CanRecord>(sizes.can_uplink, "can->uplink");
 
     let mut handles = SimHandles::default();
     let (housekeeping, hk_pool) = crate::concurrency::Housekeeping::new(
@@ -191,15 +198,9 @@ pub fn build_with(
         HOUSEKEEPING_TICK,
     );
     let mut sim = Runner::new("sim");
-    let mut sensors = Runner::new("sensors").policy(Policy::Restart(RestartPolicy {
-        max_restarts: 5,
-        within: Duration::from_secs(60),
-        backoff_initial: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(5),
-    }));
-
+    let mut gps_device = None;
     if let Some(g) = &board.gps {
-        let device = match &g.sim {
+        gps_device = Some(match &g.sim {
             Some(s) => {
                 let bytes = capture_bytes("gps.sim.capture", &s.capture)?;
                 let gs = GpsSim::new("gps-sim", &bytes, s.speed, s.looped)
@@ -210,73 +211,51 @@ pub fn build_with(
                 path
             }
             None => g.device.clone().unwrap_or_default(),
-        };
-        let baud = match g.baud {
-            BaudSetting::Rate(r) => Baud::Fixed(r),
-            BaudSetting::Word(_) => Baud::Auto(9600),
-        };
-        let src = GpsSource::new(
-            GpsConfig {
-                name: "gps".into(),
-                device,
-                baud,
-                hunt_dwell: crate::sources::gps::HUNT_DWELL,
-            },
-            gps_l_tx,
-            gps_u_tx,
-        );
-        sensors.push(Child::new(LoopProcessor::new(src)));
+        });
     }
-
-    if let Some(r) = &board.rangefinder {
-        let open = range_opener(r, &mut handles);
-        let src = RangeSource::new(
-            RangeConfig {
-                name: "rangefinder".into(),
-                rate_hz: r.rate_hz,
-                retries: r.retries,
-                give_up_after: (r.rate_hz / 4).max(5),
-            },
-            open,
-            rng_l_tx,
-            rng_u_tx,
-        );
-        let cfg = LoopConfig {
-            error_budget: ErrorBudget::UNLIMITED,
-            ..LoopConfig::every(Duration::from_secs_f64(1.0 / r.rate_hz as f64))
+    let any_sensor = board.gps.is_some() || board.rangefinder.is_some() || board.can.is_some();
+    let sensors = if !any_sensor {
+        None
+    } else if board.processes.sensors {
+        // The sensors in a child process: their queues are rings in its region.
+        let region = Region::builder("sensors")
+            .ring::<GpsRecord>("gps->logger", sizes.gps_logger)
+            .ring::<GpsRecord>("gps->uplink", sizes.gps_uplink)
+            .ring::<RangeRecord>("rangefinder->logger", sizes.range_logger)
+            .ring::<RangeRecord>("rangefinder->uplink", sizes.range_uplink)
+            .ring::<CanRecord>("can->logger", sizes.can_logger)
+            .ring::<CanRecord>("can->uplink", sizes.can_uplink)
+            .build()?;
+        gps_l_rx = region.consumer("gps->logger")?;
+        gps_u_rx = region.consumer("gps->uplink")?;
+        rng_l_rx = region.consumer("rangefinder->logger")?;
+        rng_u_rx = region.consumer("rangefinder->uplink")?;
+        can_l_rx = region.consumer("can->logger")?;
+        can_u_rx = region.consumer("can->uplink")?;
+        let arg = serde_json::to_string(&SensorsArg {
+            board: board.clone(),
+            gps_device: gps_device.clone(),
+        })
+        .map_err(|e| TopologyError::Arg(e.to_string()))?;
+        Some(
+            Child::build_with("sensors", "sensors", &arg)
+                .mode(Multitasking::Processes)
+                .region(region)
+                .policy(sensors_policy()),
+        )
+    } else {
+        let outs = SensorOutputs {
+            gps: SourceOutputs::new(gps_l_tx, gps_u_tx),
+            range: SourceOutputs::new(rng_l_tx, rng_u_tx),
+            can: SourceOutputs::new(can_l_tx, can_u_tx),
         };
-        sensors.push(Child::new(LoopProcessor::with_config(src, cfg)));
-    }
-
-    if let Some(c) = &board.can {
-        let input = match &c.replay {
-            Some(rp) => {
-                let timing = match (rp.speed, rp.fps, rp.fast) {
-                    (_, Some(f), _) => Timing::Fps(f),
-                    (_, _, true) => Timing::Fast,
-                    (s, _, _) => Timing::Recorded {
-                        speed: s.unwrap_or(1.0),
-                    },
-                };
-                CanInput::Replay(Box::new(CanReplay::open(
-                    capture_of(&rp.capture),
-                    timing,
-                    rp.looped,
-                )?))
-            }
-            None => CanInput::Socket(c.interface.clone()),
-        };
-        let src = CanSource::new(
-            CanConfig {
-                name: "can".into(),
-                uplink_ids: c.uplink_ids.clone(),
-            },
-            input,
-            can_l_tx,
-            can_u_tx,
-        );
-        sensors.push(Child::new(LoopProcessor::new(src)));
-    }
+        Some(Child::new(sensors_runner(
+            board,
+            gps_device,
+            outs,
+            &mut handles,
+        )?))
+    };
 
     let logger_inputs = SinkInputs {
         gps: gps_l_rx,
@@ -333,8 +312,129 @@ pub fn build_with(
         .child(hk_pool)
         .with_child(Child::boxed(logger))
         .with_child(Child::boxed(uplink));
-    if !sensors.is_empty() {
-        root = root.child(sensors);
+    if let Some(c) = sensors {
+        root = root.with_child(c);
     }
     Ok(Topology { root, sim: handles })
+}
+
+fn sensors_policy() -> Policy {
+    Policy::Restart(RestartPolicy {
+        max_restarts: 5,
+        within: Duration::from_secs(60),
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(5),
+    })
+}
+
+/// The producing ends of the sensors' queues (in-process queues, or rings to the parent).
+struct SensorOutputs {
+    gps: SourceOutputs<GpsRecord>,
+    range: SourceOutputs<RangeRecord>,
+    can: SourceOutputs<CanRecord>,
+}
+
+/// What the sensors' child process is built from: the parent's board, and the simulated GPS's
+/// pseudo-terminal (made by the parent, where the simulator runs).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SensorsArg {
+    board: Board,
+    gps_device: Option<PathBuf>,
+}
+
+/// The subtrees a child process of the firmware builds by name.
+pub const BUILDERS: &[(&str, BuildFn)] = &[("sensors", build_sensors)];
+
+fn build_sensors(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    let arg: SensorsArg = serde_json::from_str(b.arg())?;
+    let outs = SensorOutputs {
+        gps: SourceOutputs::new(b.producer("gps->logger")?, b.producer("gps->uplink")?),
+        range: SourceOutputs::new(
+            b.producer("rangefinder->logger")?,
+            b.producer("rangefinder->uplink")?,
+        ),
+        can: SourceOutputs::new(b.producer("can->logger")?, b.producer("can->uplink")?),
+    };
+    let mut handles = SimHandles::default();
+    Ok(Box::new(sensors_runner(
+        &arg.board,
+        arg.gps_device,
+        outs,
+        &mut handles,
+    )?))
+}
+
+/// The sensors' runner: one loop per source the board has.
+fn sensors_runner(
+    board: &Board,
+    gps_device: Option<PathBuf>,
+    outs: SensorOutputs,
+    handles: &mut SimHandles,
+) -> Result<Runner, TopologyError> {
+    let mut sensors = Runner::new("sensors").policy(sensors_policy());
+    if let Some(g) = &board.gps {
+        let baud = match g.baud {
+            BaudSetting::Rate(r) => Baud::Fixed(r),
+            BaudSetting::Word(_) => Baud::Auto(9600),
+        };
+        let src = GpsSource::new(
+            GpsConfig {
+                name: "gps".into(),
+                device: gps_device.unwrap_or_default(),
+                baud,
+                hunt_dwell: crate::sources::gps::HUNT_DWELL,
+            },
+            outs.gps,
+        );
+        sensors.push(Child::new(LoopProcessor::new(src)));
+    }
+
+    if let Some(r) = &board.rangefinder {
+        let open = range_opener(r, handles);
+        let src = RangeSource::new(
+            RangeConfig {
+                name: "rangefinder".into(),
+                rate_hz: r.rate_hz,
+                retries: r.retries,
+                give_up_after: (r.rate_hz / 4).max(5),
+            },
+            open,
+            outs.range,
+        );
+        let cfg = LoopConfig {
+            error_budget: ErrorBudget::UNLIMITED,
+            ..LoopConfig::every(Duration::from_secs_f64(1.0 / r.rate_hz as f64))
+        };
+        sensors.push(Child::new(LoopProcessor::with_config(src, cfg)));
+    }
+
+    if let Some(c) = &board.can {
+        let input = match &c.replay {
+            Some(rp) => {
+                let timing = match (rp.speed, rp.fps, rp.fast) {
+                    (_, Some(f), _) => Timing::Fps(f),
+                    (_, _, true) => Timing::Fast,
+                    (s, _, _) => Timing::Recorded {
+                        speed: s.unwrap_or(1.0),
+                    },
+                };
+                CanInput::Replay(Box::new(CanReplay::open(
+                    capture_of(&rp.capture),
+                    timing,
+                    rp.looped,
+                )?))
+            }
+            None => CanInput::Socket(c.interface.clone()),
+        };
+        let src = CanSource::new(
+            CanConfig {
+                name: "can".into(),
+                uplink_ids: c.uplink_ids.clone(),
+            },
+            input,
+            outs.can,
+        );
+        sensors.push(Child::new(LoopProcessor::new(src)));
+    }
+    Ok(sensors)
 }

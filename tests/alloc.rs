@@ -221,8 +221,7 @@ fn record_paths_do_not_allocate_in_steady_state() {
             baud: Baud::Fixed(115200),
             hunt_dwell: Duration::from_secs(3),
         },
-        gl,
-        gu,
+        harmony::sources::SourceOutputs::new(gl, gu),
     );
     let sensor = SimSensor::new(SimModel::LidarLiteV3);
     let rng = RangeSource::new(
@@ -233,8 +232,7 @@ fn record_paths_do_not_allocate_in_steady_state() {
             give_up_after: 100,
         },
         Box::new(move || Ok(Box::new(LidarLiteV3::new(sensor.bus())) as Box<dyn Rangefinder>)),
-        rl,
-        ru,
+        harmony::sources::SourceOutputs::new(rl, ru),
     );
 
     // The real logger, writing to a temporary directory, with its housekeeping pool.

@@ -43,8 +43,7 @@ fn replay_through_source(
             uplink_ids,
         },
         CanInput::Replay(Box::new(replay)),
-        ltx,
-        utx,
+        harmony::sources::SourceOutputs::new(ltx, utx),
     );
     let mut root = Runner::new("root").child(LoopProcessor::new(src));
     let reg = Registry::new();

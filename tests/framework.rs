@@ -1,35 +1,152 @@
 //! The concurrency framework's behaviour (issue #2): stop propagation, waiting groups,
-//! supervision policies and the worker pool, driven in-process.
+//! supervision policies, named signals and the worker pool. Issue #14: the tree tests run twice,
+//! with the children as threads and as processes (each child a process of this test binary,
+//! re-executed and built by name by the builders below).
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{secs, wait_until};
+use harmony::concurrency::process::{Build, BuildFn};
 use harmony::concurrency::{
-    BoxError, Child, Context, Flag, FnLoop, LoopConfig, LoopProcessor, Outcome, Policy, ProcState,
-    Processor, Registry, RestartPolicy, Runner, Step, StopReason, WorkerPool, run_tree,
+    BoxError, Child, Context, Flag, FnLoop, LoopConfig, LoopProcessor, Multitasking, Outcome,
+    Policy, ProcState, Processor, Registry, RestartPolicy, Runner, Step, StopReason, WorkerPool,
+    run_tree,
 };
 
-type Log = Arc<Mutex<Vec<String>>>;
+/// The subtrees this binary's child processes build.
+const BUILDERS: &[(&str, BuildFn)] = &[
+    ("probe", build_probe),
+    ("mid", build_mid),
+    ("low", build_low),
+    ("counter", build_counter),
+    ("crasher", build_crasher),
+    ("flaky", build_flaky),
+    ("ticker", build_ticker),
+];
+
+/// Not a test: the entry point of this binary's child processes (issue #14). Run without
+/// `HARMONY_CHILD` it returns at once.
+#[test]
+fn child_process_entry() {
+    harmony::concurrency::process::child_main_if_requested(BUILDERS);
+}
+
+fn setup() {
+    harmony::concurrency::process::register_builders(BUILDERS);
+    harmony::concurrency::process::set_child_args(&[
+        "child_process_entry",
+        "--exact",
+        "--nocapture",
+        "-q",
+        "--test-threads=1",
+    ]);
+}
+
+/// Runs `f` once with the children as threads and once as processes.
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn threads() {
+                super::$name(harmony::concurrency::Multitasking::Threads);
+            }
+            #[test]
+            fn processes() {
+                super::$name(harmony::concurrency::Multitasking::Processes);
+            }
+        }
+    )*};
+}
+
+both_ways!(
+    leaf_stop_propagates_through_three_levels,
+    waiting_group_pauses_exactly_its_members,
+    panic_under_stop_all_policy_stops_the_tree,
+    panic_under_restart_policy_restarts_then_stops_all,
+    restart_policy_recovers_a_flaky_child,
+    loop_errors_are_counted_until_the_budget_is_spent,
+    named_signal_reaches_the_named_processor_only,
+);
+
+fn mode_str(m: Multitasking) -> &'static str {
+    match m {
+        Multitasking::Threads => "threads",
+        Multitasking::Processes => "processes",
+    }
+}
+
+/// A builder argument: `|`-separated fields.
+fn field<'a>(b: &'a Build<'_>, i: usize) -> &'a str {
+    b.arg().split('|').nth(i).unwrap_or("")
+}
+
+fn mode_of(s: &str) -> Multitasking {
+    if s == "processes" {
+        Multitasking::Processes
+    } else {
+        Multitasking::Threads
+    }
+}
+
+/// A file the processors of a test append lines to (threads and processes alike).
+struct Log(PathBuf);
+
+impl Log {
+    fn new(dir: &Path) -> Self {
+        let p = dir.join("hooks.log");
+        std::fs::write(&p, "").unwrap();
+        Log(p)
+    }
+
+    fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter_map(|s| s.strip_prefix(prefix).map(str::to_owned))
+            .collect()
+    }
+}
+
+fn append(path: &str, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    // One write call: lines from several processes do not interleave.
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
 
 /// Records its hooks; optionally asks for stop-all after a delay.
 struct Probe {
     name: String,
-    log: Log,
+    log: String,
     stop_all_after: Option<Duration>,
 }
 
-impl Probe {
-    fn new(name: &str, log: &Log) -> Self {
-        Probe {
-            name: name.into(),
-            log: log.clone(),
-            stop_all_after: None,
-        }
-    }
+fn build_probe(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    Ok(Box::new(Probe {
+        name: b.name().to_owned(),
+        log: field(b, 0).to_owned(),
+        stop_all_after: field(b, 1).parse().ok().map(Duration::from_millis),
+    }))
 }
 
 impl Processor for Probe {
@@ -37,10 +154,7 @@ impl Processor for Probe {
         &self.name
     }
     fn before(&mut self, _: &Context) -> Result<(), BoxError> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("before:{}", self.name));
+        append(&self.log, &format!("before:{}", self.name));
         Ok(())
     }
     fn body(&mut self, ctx: &Context) -> Result<(), BoxError> {
@@ -58,85 +172,122 @@ impl Processor for Probe {
         Ok(())
     }
     fn after(&mut self, _: &Context) -> Result<(), BoxError> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("after:{}", self.name));
+        append(&self.log, &format!("after:{}", self.name));
         Ok(())
     }
 }
 
-fn afters(log: &Log) -> Vec<String> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s.strip_prefix("after:").map(str::to_owned))
-        .collect()
+fn probe(name: &str, log: &Log) -> Child {
+    Child::build_with(name, "probe", &log.arg())
 }
 
-/// Issue #2: stop requested by a leaf propagates through a three-level tree; every `after`
-/// hook ran, in reverse start order.
-#[test]
-fn leaf_stop_propagates_through_three_levels() {
-    let log: Log = Arc::default();
-    let mut leaf = Probe::new("leaf", &log);
-    leaf.stop_all_after = Some(Duration::from_millis(100));
-    let low = Runner::new("low").child(Probe::new("c", &log)).child(leaf);
-    let mid = Runner::new("mid").child(Probe::new("b", &log)).child(low);
-    let mut root = Runner::new("root").child(Probe::new("a", &log)).child(mid);
+/// `mid` = b + low, `low` = c + leaf; args: log | mode | leaf's stop-all delay (ms).
+fn build_mid(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    let (log, mode) = (field(b, 0), field(b, 1));
+    Ok(Box::new(
+        Runner::new("mid")
+            .multitasking(mode_of(mode))
+            .with_child(Child::build_with("b", "probe", log))
+            .with_child(Child::build_with("low", "low", b.arg())),
+    ))
+}
+
+fn build_low(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    let (log, mode, ms) = (field(b, 0), field(b, 1), field(b, 2));
+    Ok(Box::new(
+        Runner::new("low")
+            .multitasking(mode_of(mode))
+            .with_child(Child::build_with("c", "probe", log))
+            .with_child(Child::build_with("leaf", "probe", &format!("{log}|{ms}"))),
+    ))
+}
+
+/// Issue #2, #14: stop requested by a leaf propagates through a three-level tree; every
+/// `after` hook ran, in reverse start order. As processes, each runner's children are
+/// processes: the leaf is a process three levels below the test.
+fn leaf_stop_propagates_through_three_levels(mode: Multitasking) {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::new(dir.path());
+    let mid_arg = format!("{}|{}|100", log.arg(), mode_str(mode));
+    let mut root = Runner::new("root")
+        .multitasking(mode)
+        .with_child(probe("a", &log))
+        .with_child(Child::build_with("mid", "mid", &mid_arg));
 
     let registry = Registry::new();
     let t0 = Instant::now();
     let outcome = run_tree(&registry, &mut root);
     assert_eq!(outcome, Outcome::Completed);
-    assert!(t0.elapsed() < secs(5));
-    assert!(matches!(registry.stop_reason(), Some(StopReason::Finished(r)) if r.contains("leaf")));
-    let befores: Vec<String> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s.strip_prefix("before:").map(str::to_owned))
-        .collect();
-    assert_eq!(befores, ["a", "b", "c", "leaf"], "ordered start");
-    assert_eq!(afters(&log), ["leaf", "c", "b", "a"], "reverse-order stop");
+    assert!(t0.elapsed() < secs(10));
+    assert!(
+        matches!(registry.stop_reason(), Some(StopReason::Finished(ref r)) if r.contains("leaf")),
+        "{:?}",
+        registry.stop_reason()
+    );
+    assert_eq!(
+        log.with_prefix("before:"),
+        ["a", "b", "c", "leaf"],
+        "ordered start"
+    );
+    assert_eq!(
+        log.with_prefix("after:"),
+        ["leaf", "c", "b", "a"],
+        "reverse-order stop"
+    );
+    let names = ["root", "a", "mid", "b", "low", "c", "leaf"];
+    assert!(
+        wait_until(secs(5), || names.iter().all(|n| registry.find(n).is_some())),
+        "every processor, in every process, is in the tree's registry"
+    );
     for e in registry.entries() {
         assert_eq!(e.state(), ProcState::Stopped, "{}", e.path);
     }
+    if mode == Multitasking::Processes {
+        let me = std::process::id();
+        for n in ["a", "mid", "b", "low", "c", "leaf"] {
+            let s = registry.find(n).unwrap().snapshot();
+            assert_eq!(s.pid, 0, "{n}: its process is gone");
+        }
+        assert_eq!(registry.find("root").unwrap().pid(), me);
+    }
 }
 
-fn counting_loop(
-    name: &str,
-    period: Duration,
-) -> (
-    LoopProcessor<impl harmony::concurrency::Loop>,
-    Arc<AtomicU64>,
-) {
-    let n = Arc::new(AtomicU64::new(0));
-    let n2 = n.clone();
-    let l = FnLoop::new(name, move |_ctx: &Context| {
-        n2.fetch_add(1, Ordering::Relaxed);
+/// A loop that counts its iterations in the metric `n`.
+fn build_counter(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    let l = FnLoop::new(b.name(), move |ctx: &Context| {
+        ctx.metric("n").fetch_add(1, Ordering::Relaxed);
         Ok(Step::Continue)
     });
-    (LoopProcessor::with_config(l, LoopConfig::every(period)), n)
+    Ok(Box::new(LoopProcessor::with_config(
+        l,
+        LoopConfig::every(Duration::from_millis(2)),
+    )))
 }
 
-/// Issue #2: a waiting flag shared by two loops pauses exactly those two.
-#[test]
-fn waiting_group_pauses_exactly_its_members() {
+fn metric(registry: &Registry, name: &str, m: &str) -> u64 {
+    registry
+        .find(name)
+        .and_then(|e| e.metrics().into_iter().find(|(k, _)| k == m))
+        .map_or(0, |(_, v)| v)
+}
+
+/// Issue #2, #14: a waiting flag shared by two loops pauses exactly those two (as processes:
+/// the group lives in the parent and is mirrored into each child's shared memory).
+fn waiting_group_pauses_exactly_its_members(mode: Multitasking) {
+    setup();
     let group = Flag::new("pair");
-    let (a, na) = counting_loop("a", Duration::from_millis(2));
-    let (b, nb) = counting_loop("b", Duration::from_millis(2));
-    let (c, nc) = counting_loop("c", Duration::from_millis(2));
     let mut root = Runner::new("root")
-        .with_child(Child::new(a).in_group(&group))
-        .with_child(Child::new(b).in_group(&group))
-        .child(c);
+        .multitasking(mode)
+        .with_child(Child::build_with("a", "counter", "").in_group(&group))
+        .with_child(Child::build_with("b", "counter", "").in_group(&group))
+        .with_child(Child::build_with("c", "counter", ""));
     let registry = Registry::new();
     let r2 = registry.clone();
     let h = std::thread::spawn(move || run_tree(&r2, &mut root));
 
     let state = |n: &str| registry.find(n).map(|e| e.state());
-    assert!(wait_until(secs(5), || ["a", "b", "c"]
+    assert!(wait_until(secs(10), || ["a", "b", "c"]
         .iter()
         .all(|n| state(n) == Some(ProcState::Active))));
     group.set();
@@ -144,32 +295,40 @@ fn waiting_group_pauses_exactly_its_members() {
         == Some(ProcState::Waiting)
         && state("b") == Some(ProcState::Waiting)));
     assert_eq!(state("c"), Some(ProcState::Active));
-    let (a0, b0, c0) = (
-        na.load(Ordering::SeqCst),
-        nb.load(Ordering::SeqCst),
-        nc.load(Ordering::SeqCst),
-    );
+    let n = |x: &str| metric(&registry, x, "n");
+    let (a0, b0, c0) = (n("a"), n("b"), n("c"));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(na.load(Ordering::SeqCst), a0, "a is paused");
-    assert_eq!(nb.load(Ordering::SeqCst), b0, "b is paused");
-    assert!(nc.load(Ordering::SeqCst) > c0 + 10, "c keeps working");
+    assert_eq!(n("a"), a0, "a is paused");
+    assert_eq!(n("b"), b0, "b is paused");
+    assert!(n("c") > c0 + 10, "c keeps working");
     assert!(
         registry.group("pair").is_some(),
         "the group is findable by name"
     );
+    assert_eq!(
+        registry.find("a").unwrap().snapshot().waiting_on,
+        ["pair"],
+        "the status says why it waits"
+    );
 
     group.clear();
-    assert!(wait_until(secs(5), || na.load(Ordering::SeqCst) > a0 + 10
-        && nb.load(Ordering::SeqCst) > b0 + 10));
+    assert!(wait_until(secs(5), || n("a") > a0 + 10 && n("b") > b0 + 10));
     registry.request_stop_all(StopReason::Requested("test".into()));
     assert_eq!(h.join().unwrap(), Outcome::Completed);
 }
 
-/// A processor that panics in its body the first `panics` times it runs.
+/// Panics in its body the first `panics` times it runs (counted in the test's log file, so
+/// runs in new processes count too).
 struct Crasher {
-    runs: Arc<AtomicU64>,
-    panics: u64,
-    log: Log,
+    log: String,
+    panics: usize,
+}
+
+fn build_crasher(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    Ok(Box::new(Crasher {
+        log: field(b, 0).to_owned(),
+        panics: field(b, 1).parse().unwrap_or(usize::MAX),
+    }))
 }
 
 impl Processor for Crasher {
@@ -177,9 +336,10 @@ impl Processor for Crasher {
         "crasher"
     }
     fn body(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        let n = self.runs.fetch_add(1, Ordering::SeqCst);
-        if n < self.panics {
-            panic!("crash number {}", n + 1);
+        let runs = Log(PathBuf::from(&self.log)).with_prefix("run:").len();
+        append(&self.log, "run:crasher");
+        if runs < self.panics {
+            panic!("crash number {}", runs + 1);
         }
         while !ctx.should_stop() {
             ctx.sleep_until(None);
@@ -187,24 +347,25 @@ impl Processor for Crasher {
         Ok(())
     }
     fn after(&mut self, _: &Context) -> Result<(), BoxError> {
-        self.log.lock().unwrap().push("after:crasher".into());
+        append(&self.log, "after:crasher");
         Ok(())
     }
 }
 
-/// Issue #2: a panicking processor under the default policy stops the whole tree, and every
-/// `after` hook runs, the panicking one's included.
-#[test]
-fn panic_under_stop_all_policy_stops_the_tree() {
-    let log: Log = Arc::default();
-    let runs = Arc::new(AtomicU64::new(0));
+fn crasher(log: &Log, panics: usize) -> Child {
+    Child::build_with("crasher", "crasher", &format!("{}|{panics}", log.arg()))
+}
+
+/// Issue #2, #14: a panicking processor under the default policy stops the whole tree, and
+/// every `after` hook runs, the panicking one's included (in its own process, too).
+fn panic_under_stop_all_policy_stops_the_tree(mode: Multitasking) {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::new(dir.path());
     let mut root = Runner::new("root")
-        .child(Probe::new("healthy", &log))
-        .child(Crasher {
-            runs: runs.clone(),
-            panics: u64::MAX,
-            log: log.clone(),
-        });
+        .multitasking(mode)
+        .with_child(probe("healthy", &log))
+        .with_child(crasher(&log, usize::MAX));
     let registry = Registry::new();
     let outcome = run_tree(&registry, &mut root);
     assert!(
@@ -216,9 +377,9 @@ fn panic_under_stop_all_policy_stops_the_tree() {
         "{:?}",
         registry.stop_reason()
     );
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(log.with_prefix("run:").len(), 1);
     assert_eq!(registry.find("crasher").unwrap().state(), ProcState::Failed);
-    assert_eq!(afters(&log), ["crasher", "healthy"]);
+    assert_eq!(log.with_prefix("after:"), ["crasher", "healthy"]);
 }
 
 fn restart_policy(max: u32) -> Policy {
@@ -230,20 +391,18 @@ fn restart_policy(max: u32) -> Policy {
     })
 }
 
-/// Issue #2: under the restart policy a panicking child is restarted with backoff, at most N
-/// times within T; one more failure stops the whole tree.
-#[test]
-fn panic_under_restart_policy_restarts_then_stops_all() {
-    let log: Log = Arc::default();
-    let runs = Arc::new(AtomicU64::new(0));
+/// Issue #2, #14: under the restart policy a panicking child is restarted with backoff, at most
+/// N times within T; one more failure stops the whole tree. As a process, each restart is a
+/// new process built anew.
+fn panic_under_restart_policy_restarts_then_stops_all(mode: Multitasking) {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::new(dir.path());
     let mut root = Runner::new("root")
+        .multitasking(mode)
         .policy(restart_policy(3))
-        .child(Probe::new("healthy", &log))
-        .child(Crasher {
-            runs: runs.clone(),
-            panics: u64::MAX,
-            log: log.clone(),
-        });
+        .with_child(probe("healthy", &log))
+        .with_child(crasher(&log, usize::MAX));
     let registry = Registry::new();
     let t0 = Instant::now();
     let outcome = run_tree(&registry, &mut root);
@@ -251,7 +410,7 @@ fn panic_under_restart_policy_restarts_then_stops_all() {
         matches!(outcome, Outcome::Failed(ref m) if m.contains("restart limit")),
         "{outcome:?}"
     );
-    assert_eq!(runs.load(Ordering::SeqCst), 4, "first run + 3 restarts");
+    assert_eq!(log.with_prefix("run:").len(), 4, "first run + 3 restarts");
     assert_eq!(registry.find("crasher").unwrap().restarts(), 3);
     // Backoff 10 + 20 + 40 ms at least.
     assert!(
@@ -263,30 +422,28 @@ fn panic_under_restart_policy_restarts_then_stops_all() {
         registry.stop_reason(),
         Some(StopReason::Failure(_))
     ));
-    assert_eq!(afters(&log).last().map(String::as_str), Some("healthy"));
+    let afters = log.with_prefix("after:");
+    assert_eq!(afters.last().map(String::as_str), Some("healthy"));
     assert_eq!(
-        afters(&log).len(),
+        afters.len(),
         5,
         "after ran for each of the 4 crashes and for healthy"
     );
 }
 
-/// Issue #2: a child that recovers within the restart limit keeps the tree running.
-#[test]
-fn restart_policy_recovers_a_flaky_child() {
-    let log: Log = Arc::default();
-    let runs = Arc::new(AtomicU64::new(0));
+/// Issue #2, #14: a child that recovers within the restart limit keeps the tree running.
+fn restart_policy_recovers_a_flaky_child(mode: Multitasking) {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::new(dir.path());
     let mut root = Runner::new("root")
+        .multitasking(mode)
         .policy(restart_policy(3))
-        .child(Crasher {
-            runs: runs.clone(),
-            panics: 2,
-            log: log.clone(),
-        });
+        .with_child(crasher(&log, 2));
     let registry = Registry::new();
     let r2 = registry.clone();
     let h = std::thread::spawn(move || run_tree(&r2, &mut root));
-    assert!(wait_until(secs(5), || runs.load(Ordering::SeqCst) == 3
+    assert!(wait_until(secs(10), || log.with_prefix("run:").len() == 3
         && registry.find("crasher").map(|e| e.state())
             == Some(ProcState::Active)));
     assert_eq!(registry.find("crasher").unwrap().restarts(), 2);
@@ -295,14 +452,10 @@ fn restart_policy_recovers_a_flaky_child() {
     assert_eq!(h.join().unwrap(), Outcome::Completed);
 }
 
-/// Issue #2: a loop whose iterations fail keeps going (errors counted) until its error budget
-/// is spent; then it fails.
-#[test]
-fn loop_errors_are_counted_until_the_budget_is_spent() {
-    let n = Arc::new(AtomicU64::new(0));
-    let n2 = n.clone();
-    let l = FnLoop::new("flaky", move |_: &Context| -> Result<Step, BoxError> {
-        let i = n2.fetch_add(1, Ordering::SeqCst);
+/// Fails every other iteration; counts iterations in the metric `n`.
+fn build_flaky(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    let l = FnLoop::new(b.name(), move |ctx: &Context| -> Result<Step, BoxError> {
+        let i = ctx.metric("n").fetch_add(1, Ordering::SeqCst);
         if i.is_multiple_of(2) {
             Err("odd sensor reply".into())
         } else {
@@ -317,7 +470,16 @@ fn loop_errors_are_counted_until_the_budget_is_spent() {
         },
         ..Default::default()
     };
-    let mut root = Runner::new("root").child(LoopProcessor::with_config(l, cfg));
+    Ok(Box::new(LoopProcessor::with_config(l, cfg)))
+}
+
+/// Issue #2, #14: a loop whose iterations fail keeps going (errors counted) until its error
+/// budget is spent; then it fails.
+fn loop_errors_are_counted_until_the_budget_is_spent(mode: Multitasking) {
+    setup();
+    let mut root = Runner::new("root")
+        .multitasking(mode)
+        .with_child(Child::build_with("flaky", "flaky", ""));
     let registry = Registry::new();
     let outcome = run_tree(&registry, &mut root);
     assert!(
@@ -331,10 +493,69 @@ fn loop_errors_are_counted_until_the_budget_is_spent() {
         "the 6th error within the window spends a budget of 5"
     );
     assert_eq!(
-        n.load(Ordering::SeqCst),
+        metric(&registry, "flaky", "n"),
         11,
         "the loop went on between errors"
     );
+}
+
+fn build_ticker(b: &mut Build<'_>) -> Result<Box<dyn Processor>, BoxError> {
+    Ok(Box::new(LoopProcessor::with_config(
+        harmony::demo::Ticker::new(b.name()),
+        LoopConfig::every(Duration::from_millis(50)),
+    )))
+}
+
+/// Issue #2, #14: a named signal reaches exactly the processor it names (in its process's
+/// mailbox in shared memory, when it is a process), and a broadcast reaches every processor
+/// that accepts it.
+fn named_signal_reaches_the_named_processor_only(mode: Multitasking) {
+    use harmony::concurrency::{Origin, Signal};
+    setup();
+    let mut root = Runner::new("root")
+        .multitasking(mode)
+        .with_child(Child::build_with("t1", "ticker", ""))
+        .with_child(Child::build_with("t2", "ticker", ""));
+    let registry = Registry::new();
+    let r2 = registry.clone();
+    let h = std::thread::spawn(move || run_tree(&r2, &mut root));
+    assert!(wait_until(secs(10), || ["t1", "t2"].iter().all(|n| {
+        registry
+            .find(n)
+            .is_some_and(|e| e.state() == ProcState::Active)
+    })));
+    let pings = |n: &str| {
+        registry
+            .find(n)
+            .unwrap()
+            .snapshot()
+            .metrics
+            .get("pings")
+            .copied()
+            .unwrap_or(0)
+    };
+    let reached = registry
+        .send_signal(Signal::new("ping", Origin::Control).unwrap(), Some("t2"))
+        .unwrap();
+    assert_eq!(reached, ["root/t2"]);
+    assert!(wait_until(secs(5), || pings("t2") == 1));
+    assert_eq!(pings("t1"), 0);
+    assert!(
+        registry
+            .send_signal(Signal::new("ping", Origin::Control).unwrap(), Some("root"))
+            .is_err(),
+        "a runner does not accept ping"
+    );
+    assert_eq!(
+        registry
+            .send_signal(Signal::new("ping", Origin::Control).unwrap(), None)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(wait_until(secs(5), || pings("t1") == 1 && pings("t2") == 2));
+    registry.request_stop_all(StopReason::Requested("test".into()));
+    assert_eq!(h.join().unwrap(), Outcome::Completed);
 }
 
 /// Issue #2: the thread-pool seed's own test: a producer pool feeding a consumer pool,
@@ -428,59 +649,4 @@ fn pool_survives_panicking_jobs_and_reports_overruns() {
     // One worker did every job: the panics did not kill it.
     assert_eq!(m["tasks_done"], done.load(Ordering::SeqCst));
     assert!(done.load(Ordering::SeqCst) >= 12);
-}
-
-/// Issue #2: a named signal reaches exactly the processor it names, and a broadcast reaches
-/// every processor that accepts it.
-#[test]
-fn named_signal_reaches_the_named_processor_only() {
-    use harmony::concurrency::{Origin, Signal};
-    use harmony::demo::Ticker;
-    let mut root = Runner::new("root")
-        .child(LoopProcessor::with_config(
-            Ticker::new("t1"),
-            LoopConfig::every(Duration::from_millis(50)),
-        ))
-        .child(LoopProcessor::with_config(
-            Ticker::new("t2"),
-            LoopConfig::every(Duration::from_millis(50)),
-        ));
-    let registry = Registry::new();
-    let r2 = registry.clone();
-    let h = std::thread::spawn(move || run_tree(&r2, &mut root));
-    assert!(wait_until(secs(5), || registry
-        .find("t2")
-        .is_some_and(|e| e.state() == ProcState::Active)));
-    let pings = |n: &str| {
-        registry
-            .find(n)
-            .unwrap()
-            .snapshot()
-            .metrics
-            .get("pings")
-            .copied()
-            .unwrap_or(0)
-    };
-    let reached = registry
-        .send_signal(Signal::new("ping", Origin::Control).unwrap(), Some("t2"))
-        .unwrap();
-    assert_eq!(reached, ["root/t2"]);
-    assert!(wait_until(secs(5), || pings("t2") == 1));
-    assert_eq!(pings("t1"), 0);
-    assert!(
-        registry
-            .send_signal(Signal::new("ping", Origin::Control).unwrap(), Some("root"))
-            .is_err(),
-        "a runner does not accept ping"
-    );
-    assert_eq!(
-        registry
-            .send_signal(Signal::new("ping", Origin::Control).unwrap(), None)
-            .unwrap()
-            .len(),
-        2
-    );
-    assert!(wait_until(secs(5), || pings("t1") == 1 && pings("t2") == 2));
-    registry.request_stop_all(StopReason::Requested("test".into()));
-    assert_eq!(h.join().unwrap(), Outcome::Completed);
 }

@@ -43,8 +43,7 @@ fn source(
             baud,
             hunt_dwell: dwell,
         },
-        ltx,
-        utx,
+        harmony::sources::SourceOutputs::new(ltx, utx),
     );
     (src, lrx, urx)
 }

@@ -56,8 +56,7 @@ fn gps_gives_a_valid_sentence_within_5_s() {
             baud: Baud::Fixed(baud),
             hunt_dwell: Duration::from_secs(3),
         },
-        ltx,
-        utx,
+        harmony::sources::SourceOutputs::new(ltx, utx),
     );
     root.push(harmony::concurrency::Child::new(LoopProcessor::new(src)));
     let reg = Registry::new();

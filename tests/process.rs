@@ -296,3 +296,232 @@ fn start_up_warnings_reach_the_session_log() {
         .unwrap_or_else(|| panic!("the start-up warning is in the session log:\n{log}"));
     assert!(line.starts_with("[WARN]"), "{line}");
 }
+
+/// The `pid=` of a processor's state file.
+fn pid_of(run: &std::path::Path, name: &str) -> Option<u32> {
+    harmony::control::state_files::read_state_file(&harmony::control::state_files::state_path(
+        run, name,
+    ))
+    .ok()
+    .and_then(|m| m.get("pid").and_then(|p| p.parse().ok()))
+}
+
+/// Whether process `pid` exists and is not a zombie (an orphan's zombie waits for whoever
+/// reaps orphans here, which is not the test's business).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Issue #14: `harmony demo --processes` runs its loops in a child process (their pid is the
+/// child's, not harmony's); `harmony ctl` pauses and resumes one of them across the process
+/// boundary; SIGTERM to harmony stops the whole tree through the shared stop flags: exit 0
+/// within the budget, every state file says stopped, no child process is left.
+#[test]
+fn sigterm_stops_process_children_and_none_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = spawn_harmony(d, &["demo", "--data-dir", "data", "--processes"]);
+    let run = d.join("data/run");
+    assert!(
+        wait_until(secs(10), || all_active(&run)),
+        "never became active: {}",
+        stderr_of(d)
+    );
+    let me = child.id();
+    let loops = pid_of(&run, "demo-loops").unwrap();
+    assert!(loops != 0 && loops != me, "demo-loops is a child process");
+    for t in ["tick-1", "tick-2", "tick-3", "tick-4"] {
+        assert_eq!(pid_of(&run, t), Some(loops), "{t} runs in the child");
+    }
+    assert_eq!(pid_of(&run, "demo-consumers"), Some(me));
+
+    let (ok, out, err) = ctl(d, &["pause", "tick-3"]);
+    assert!(ok, "{out}{err}");
+    assert!(wait_until(secs(5), || state_of(&run, "tick-3").as_deref()
+        == Some("waiting")));
+    assert_eq!(state_of(&run, "tick-4").as_deref(), Some("active"));
+    let (ok, out, err) = ctl(d, &["resume", "tick-3"]);
+    assert!(ok, "{out}{err}");
+    assert!(wait_until(secs(5), || state_of(&run, "tick-3").as_deref()
+        == Some("active")));
+    let (ok, out, _) = ctl(d, &["status"]);
+    assert!(ok && out.contains("pid"), "{out}");
+
+    let t0 = Instant::now();
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(3)).expect("exits within the budget");
+    let took = t0.elapsed();
+    assert!(status.success(), "exit {status:?}: {}", stderr_of(d));
+    assert!(took < secs(2), "stop took {took:?}");
+    assert!(!alive(loops), "child process {loops} is gone");
+    for p in PROCS {
+        assert_eq!(state_of(&run, p).as_deref(), Some("stopped"), "{p}");
+    }
+}
+
+/// Issue #14: children never outlive the parent: SIGKILL to harmony (no chance to stop
+/// anything) and its child process dies too.
+#[test]
+fn child_processes_die_with_a_killed_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = spawn_harmony(d, &["demo", "--data-dir", "data", "--processes"]);
+    let run = d.join("data/run");
+    assert!(
+        wait_until(secs(10), || all_active(&run)),
+        "{}",
+        stderr_of(d)
+    );
+    let loops = pid_of(&run, "demo-loops").unwrap();
+    assert!(alive(loops));
+    send_signal(&child, Sig::SIGKILL);
+    let _ = child.wait();
+    assert!(
+        wait_until(secs(3), || !alive(loops)),
+        "child {loops} outlived its parent"
+    );
+}
+
+/// The simulated board (sensors in a child process, like the Pi's) under `dir`, with a signing
+/// key: commands from the ground must be signed.
+fn signed_sim_board(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("uplink.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = harmony::board::SIM_BOARD
+        .replace(
+            "data_dir = \"harmony-data\"",
+            &format!("data_dir = \"{}\"", dir.join("data").display()),
+        )
+        .replace(
+            "run_dir = \"harmony-data/run\"",
+            &format!("run_dir = \"{}\"", dir.join("run").display()),
+        )
+        .replace(
+            "accept_unsigned_commands = true",
+            &format!("signing_key = \"{}\"", key.display()),
+        )
+        .replace(
+            "link = \"harmony-data/radio\"",
+            &format!("link = \"{}\"", dir.join("radio").display()),
+        );
+    assert!(text.contains("[processes]\nsensors = true"), "{text}");
+    let p = dir.join("board.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `harmony ground` sending `cmd`; its output.
+fn ground_send(dir: &std::path::Path, cmd: &str, key: bool) -> String {
+    let port = dir.join("radio");
+    let keyf = dir.join("uplink.key");
+    let mut args = vec![
+        "ground",
+        "--plain",
+        "--port",
+        port.to_str().unwrap(),
+        "--ack-timeout",
+        "3",
+        "--send",
+        cmd,
+    ];
+    if key {
+        args.extend_from_slice(&["--key", keyf.to_str().unwrap()]);
+    }
+    let o = harmony(dir, &args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Issue #14: with the sensors in a child process (the sim board's split, as on the Pi), a
+/// processor there is paused and resumed from `harmony ctl` and from a signed radio command;
+/// an unsigned one is dropped; `ctl --json status` gives every processor's pid.
+#[test]
+fn pause_and_resume_a_processor_in_a_child_from_ctl_and_the_radio() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let board = signed_sim_board(d);
+    let mut child = spawn_harmony(d, &["run", "--board", board.to_str().unwrap()]);
+    let run = d.join("run");
+    let up = |p: &str| state_of(&run, p).as_deref() == Some("active");
+    assert!(
+        wait_until(secs(20), || [
+            "gps",
+            "rangefinder",
+            "can",
+            "uplink",
+            "logger"
+        ]
+        .iter()
+        .all(|p| up(p))),
+        "never became active: {}",
+        stderr_of(d)
+    );
+    let me = child.id();
+    let sensors = pid_of(&run, "sensors").unwrap();
+    assert!(
+        sensors != 0 && sensors != me,
+        "the sensors are a child process"
+    );
+    assert_eq!(pid_of(&run, "gps"), Some(sensors));
+    assert_eq!(pid_of(&run, "logger"), Some(me));
+    let (ok, out, err) = {
+        let o = harmony(d, &["ctl", "--run-dir", "run", "--json", "status"])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for p in v["status"]["processors"].as_array().unwrap() {
+        assert!(p["pid"].as_u64().is_some_and(|x| x > 0), "{p}");
+    }
+
+    // From the radio: signed, carried out in the child.
+    let text = ground_send(d, "pause:gps", true);
+    assert!(
+        text.contains("ACK command=pause id=31010 result=ACCEPTED"),
+        "{text}"
+    );
+    assert!(wait_until(secs(5), || state_of(&run, "gps").as_deref()
+        == Some("waiting")));
+    assert!(up("can"), "only gps waits");
+    // Unsigned: dropped by the signature check (no ACK at all), not carried out.
+    let text = ground_send(d, "resume:gps", false);
+    assert!(
+        !text.contains("result=ACCEPTED"),
+        "unsigned: refused: {text}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state_of(&run, "gps").as_deref(), Some("waiting"));
+    let text = ground_send(d, "resume:gps", true);
+    assert!(text.contains("result=ACCEPTED"), "{text}");
+    assert!(wait_until(secs(5), || up("gps")));
+
+    // From harmony ctl.
+    let o = harmony(d, &["ctl", "--run-dir", "run", "pause", "rangefinder"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(wait_until(secs(5), || state_of(&run, "rangefinder")
+        .as_deref()
+        == Some("waiting")));
+    let o = harmony(d, &["ctl", "--run-dir", "run", "resume", "rangefinder"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(wait_until(secs(5), || up("rangefinder")));
+
+    send_signal(&child, Sig::SIGTERM);
+    let status = wait_exit(&mut child, secs(10)).expect("exits");
+    assert!(status.success(), "{}", stderr_of(d));
+    assert!(!alive(sensors));
+}

@@ -42,8 +42,7 @@ fn rangefinder_survives_nacks_and_unplugging() {
             give_up_after: 20,
         },
         open,
-        ltx,
-        utx,
+        harmony::sources::SourceOutputs::new(ltx, utx),
     );
     let cfg = LoopConfig {
         error_budget: ErrorBudget::UNLIMITED,
@@ -146,8 +145,7 @@ fn absurd_distances_are_dropped_and_counted_at_intake() {
             give_up_after: 20,
         },
         open,
-        ltx,
-        utx,
+        harmony::sources::SourceOutputs::new(ltx, utx),
     );
     let cfg = LoopConfig::every(Duration::from_millis(10));
     let mut root = Runner::new("root").child(LoopProcessor::with_config(src, cfg));

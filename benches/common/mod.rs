@@ -22,6 +22,25 @@ pub fn process_ticks(pid: u32) -> u64 {
     ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
+/// CPU ticks of a process and of every process below it (the firmware's process subtrees).
+pub fn tree_ticks(pid: u32) -> u64 {
+    let mut total = process_ticks(pid);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += tree_ticks(child);
+        }
+    }
+    total
+}
+
 /// CPU ticks of a process's threads with these names.
 pub fn thread_ticks(pid: u32, names: &[&str]) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -55,15 +74,25 @@ pub fn wanted() -> impl Fn(&str) -> bool {
 /// Starts `harmony run` in `dir` on the simulated board with the CAN replay's pacing
 /// (`speed = 1.0`) replaced by `replay` (lines of `[can.replay]`, e.g. `fps = 16000.0\n`).
 pub fn spawn_sim(dir: &std::path::Path, replay: &str) -> std::process::Child {
+    spawn_sim_split(dir, replay, true)
+}
+
+/// [`spawn_sim`] with the sensors in a child process (`split`, the sim and Pi boards' default)
+/// or every processor a thread of one process.
+pub fn spawn_sim_split(dir: &std::path::Path, replay: &str, split: bool) -> std::process::Child {
     let paced = "[can.replay]\ncapture = \"builtin:canboat\"\nspeed = 1.0\n";
     assert!(
         harmony::board::SIM_BOARD.contains(paced),
         "the sim board changed"
     );
-    let text = harmony::board::SIM_BOARD.replace(
-        paced,
-        &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{replay}"),
-    );
+    let split_line = "[processes]\nsensors = true";
+    assert!(harmony::board::SIM_BOARD.contains(split_line));
+    let text = harmony::board::SIM_BOARD
+        .replace(
+            paced,
+            &format!("[can.replay]\ncapture = \"builtin:canboat\"\n{replay}"),
+        )
+        .replace(split_line, &format!("[processes]\nsensors = {split}"));
     let board = dir.join("board.toml");
     std::fs::write(&board, text).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_harmony"))

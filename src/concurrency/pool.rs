@@ -218,10 +218,10 @@ impl<T: Send + 'static> WorkerPool<T> {
 }
 
 struct WorkerStats {
-    done: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    panicked: Arc<AtomicU64>,
-    flushed: Arc<AtomicU64>,
+    done: super::Counter,
+    failed: super::Counter,
+    panicked: super::Counter,
+    flushed: super::Counter,
 }
 
 fn work<T>(
@@ -348,7 +348,7 @@ pub struct Job {
     errors: AtomicU64,
     last_ms: AtomicU64,
     /// The job's metrics in the pool's entry: runs, errors, last_ms, running_ms.
-    metrics: OnceLock<[Arc<AtomicU64>; 4]>,
+    metrics: OnceLock<[super::Counter; 4]>,
 }
 
 impl Job {

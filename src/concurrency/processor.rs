@@ -8,7 +8,6 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use super::registry::{Registry, StopReason};
@@ -48,6 +47,12 @@ pub trait Processor: Send + 'static {
     /// Always runs last, whatever `before` and `body` did.
     fn after(&mut self, _ctx: &Context) -> Result<(), BoxError> {
         Ok(())
+    }
+
+    /// Whether this is the stand-in of a child built by name that has not been built yet.
+    #[doc(hidden)]
+    fn is_unbuilt(&self) -> bool {
+        false
     }
 }
 
@@ -126,7 +131,7 @@ impl Context {
     }
 
     /// Publishes a named counter in the status (see [`Entry::metric`]).
-    pub fn metric(&self, name: &str) -> Arc<AtomicU64> {
+    pub fn metric(&self, name: &str) -> super::Counter {
         self.entry.metric(name)
     }
 

@@ -6,6 +6,10 @@
 //! does the same). The consumer sleeps while its queues are empty and is woken by the next
 //! record: the producer rings the consumer's [`Waker`] only when the consumer has said it is
 //! going to sleep (an eventcount), so a busy consumer costs the producer no system call.
+//!
+//! A [`Producer`] or [`Consumer`] may also be one end of a shared-memory ring between two
+//! processes ([`super::ring`], made by a [`super::shm::Region`]): same contract, same methods,
+//! so a source or sink does not know which kind it has.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -13,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::ring::{ShmConsumer, ShmProducer};
 use super::wake::Waker;
 use crate::clock::boot_ns;
 
@@ -86,24 +91,45 @@ pub fn queue<T>(capacity: usize, name: impl Into<String>) -> (Producer<T>, Consu
         drop_last_ns: AtomicU64::new(0),
         bell: Padded::default(),
     });
-    (Producer { s: s.clone() }, Consumer { s })
+    (
+        Producer {
+            imp: ProducerImpl::Local(s.clone()),
+        },
+        Consumer {
+            imp: ConsumerImpl::Local(s),
+        },
+    )
 }
 
 /// The source's end. Not `Clone`: one producer per queue keeps its counter a plain store.
 pub struct Producer<T> {
-    s: Arc<Shared<T>>,
+    imp: ProducerImpl<T>,
+}
+
+enum ProducerImpl<T> {
+    Local(Arc<Shared<T>>),
+    Shm(Box<ShmProducer<T>>),
 }
 
 impl<T> Producer<T> {
+    pub(crate) fn from_shm(p: ShmProducer<T>) -> Self {
+        Producer {
+            imp: ProducerImpl::Shm(Box::new(p)),
+        }
+    }
+
     /// Offers a record. Never blocks: a full queue drops it, counts it, and returns `false`.
     #[inline]
     pub fn push(&self, item: T) -> bool {
-        match self.try_push(item) {
-            Ok(()) => true,
-            Err(_) => {
-                self.count_drop();
-                false
-            }
+        match &self.imp {
+            ProducerImpl::Local(_) => match self.try_push(item) {
+                Ok(()) => true,
+                Err(_) => {
+                    self.count_drop();
+                    false
+                }
+            },
+            ProducerImpl::Shm(p) => p.push(item),
         }
     }
 
@@ -111,55 +137,78 @@ impl<T> Producer<T> {
     /// retry, such as benchmarks of the transport itself).
     #[inline]
     pub fn try_push(&self, item: T) -> Result<(), T> {
-        let s = &*self.s;
-        s.q.push(item)?;
-        let a = &s.accepted.0;
-        a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        s.bell.0.ring();
-        Ok(())
+        match &self.imp {
+            ProducerImpl::Local(s) => {
+                s.q.push(item)?;
+                let a = &s.accepted.0;
+                a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                s.bell.0.ring();
+                Ok(())
+            }
+            ProducerImpl::Shm(p) => p.try_push(item),
+        }
     }
 
     #[cold]
     fn count_drop(&self) {
-        let s = &*self.s;
-        let now = boot_ns();
-        s.dropped.0.fetch_add(1, Ordering::Relaxed);
-        if s.drops_unreported.fetch_add(1, Ordering::AcqRel) == 0 {
-            s.drop_first_ns.store(now, Ordering::Relaxed);
+        match &self.imp {
+            ProducerImpl::Local(s) => {
+                let now = boot_ns();
+                s.dropped.0.fetch_add(1, Ordering::Relaxed);
+                if s.drops_unreported.fetch_add(1, Ordering::AcqRel) == 0 {
+                    s.drop_first_ns.store(now, Ordering::Relaxed);
+                }
+                s.drop_last_ns.store(now, Ordering::Release);
+            }
+            ProducerImpl::Shm(p) => p.count_drop(),
         }
-        s.drop_last_ns.store(now, Ordering::Release);
     }
 
     pub fn name(&self) -> &str {
-        &self.s.name
+        match &self.imp {
+            ProducerImpl::Local(s) => &s.name,
+            ProducerImpl::Shm(p) => p.name(),
+        }
     }
 
     pub fn accepted(&self) -> u64 {
-        self.s.accepted.0.load(Ordering::Relaxed)
+        match &self.imp {
+            ProducerImpl::Local(s) => s.accepted.0.load(Ordering::Relaxed),
+            ProducerImpl::Shm(p) => p.accepted(),
+        }
     }
 
     pub fn dropped(&self) -> u64 {
-        self.s.dropped.0.load(Ordering::Relaxed)
+        match &self.imp {
+            ProducerImpl::Local(s) => s.dropped.0.load(Ordering::Relaxed),
+            ProducerImpl::Shm(p) => p.dropped(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.s.q.len()
+        match &self.imp {
+            ProducerImpl::Local(s) => s.q.len(),
+            ProducerImpl::Shm(p) => p.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.s.q.is_empty()
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
-        self.s.q.capacity()
+        match &self.imp {
+            ProducerImpl::Local(s) => s.q.capacity(),
+            ProducerImpl::Shm(p) => p.capacity(),
+        }
     }
 }
 
 /// Publishes a queue's fill and drops as metrics of the producing processor
 /// (`queue.<sink>.len`, `.capacity`, `.dropped`), for `harmony top` and the state files.
 pub struct QueueGauge {
-    len: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
+    len: super::cells::Counter,
+    dropped: super::cells::Counter,
 }
 
 impl QueueGauge {
@@ -191,62 +240,104 @@ pub struct DropReport {
 
 /// The sink's end.
 pub struct Consumer<T> {
-    s: Arc<Shared<T>>,
+    imp: ConsumerImpl<T>,
+}
+
+enum ConsumerImpl<T> {
+    Local(Arc<Shared<T>>),
+    Shm(Box<ShmConsumer<T>>),
 }
 
 impl<T> Consumer<T> {
+    pub(crate) fn from_shm(c: ShmConsumer<T>) -> Self {
+        Consumer {
+            imp: ConsumerImpl::Shm(Box::new(c)),
+        }
+    }
+
     /// Registers the waker rung when a record arrives while the consumer sleeps.
     pub fn set_waker(&self, w: &Arc<Waker>) {
-        self.s.bell.0.set_waker(w);
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.bell.0.set_waker(w),
+            ConsumerImpl::Shm(c) => c.set_waker(w),
+        }
     }
 
     #[inline]
     pub fn pop(&self) -> Option<T> {
-        self.s.q.pop()
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.q.pop(),
+            ConsumerImpl::Shm(c) => c.pop(),
+        }
     }
 
     /// Announces that the consumer is about to sleep; returns `true` if the queue is still
     /// empty (sleep now), `false` if a record slipped in (drain again). Call for every queue
     /// the consumer drains, then park; the producer's next push wakes it.
     pub fn sleep_ready(&self) -> bool {
-        self.s.bell.0.sleep_ready(|| self.s.q.is_empty())
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.bell.0.sleep_ready(|| s.q.is_empty()),
+            ConsumerImpl::Shm(c) => c.sleep_ready(),
+        }
     }
 
     /// Drops since the last call, or `None` when there were none.
     pub fn take_drops(&self) -> Option<DropReport> {
-        let s = &*self.s;
-        let n = s.drops_unreported.swap(0, Ordering::AcqRel);
-        (n > 0).then(|| DropReport {
-            count: n,
-            first_ns: s.drop_first_ns.load(Ordering::Relaxed),
-            last_ns: s.drop_last_ns.load(Ordering::Acquire),
-        })
+        match &self.imp {
+            ConsumerImpl::Local(s) => {
+                let n = s.drops_unreported.swap(0, Ordering::AcqRel);
+                (n > 0).then(|| DropReport {
+                    count: n,
+                    first_ns: s.drop_first_ns.load(Ordering::Relaxed),
+                    last_ns: s.drop_last_ns.load(Ordering::Acquire),
+                })
+            }
+            ConsumerImpl::Shm(c) => c.take_drops(),
+        }
     }
 
     pub fn name(&self) -> &str {
-        &self.s.name
+        match &self.imp {
+            ConsumerImpl::Local(s) => &s.name,
+            ConsumerImpl::Shm(c) => c.name(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.s.q.len()
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.q.len(),
+            ConsumerImpl::Shm(c) => c.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.s.q.is_empty()
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.q.is_empty(),
+            ConsumerImpl::Shm(c) => c.is_empty(),
+        }
     }
 
     pub fn capacity(&self) -> usize {
-        self.s.q.capacity()
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.q.capacity(),
+            ConsumerImpl::Shm(c) => c.capacity(),
+        }
     }
 
     /// Records the producer handed over (pushed successfully) so far.
     pub fn accepted(&self) -> u64 {
-        self.s.accepted.0.load(Ordering::Relaxed)
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.accepted.0.load(Ordering::Relaxed),
+            ConsumerImpl::Shm(c) => c.accepted(),
+        }
     }
 
     /// Records dropped because the queue was full, in total.
     pub fn dropped(&self) -> u64 {
-        self.s.dropped.0.load(Ordering::Relaxed)
+        match &self.imp {
+            ConsumerImpl::Local(s) => s.dropped.0.load(Ordering::Relaxed),
+            ConsumerImpl::Shm(c) => c.dropped(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::flag::Flag;
+use super::shm::{Region, ShmError};
 use super::signal::Signal;
 use super::state::{Clocks, Entry, EntrySnapshot, Kind, Refused};
 use super::wake::Waker;
@@ -78,6 +79,8 @@ pub struct Registry {
     reason: Mutex<Option<StopReason>>,
     changed: AtomicBool,
     watcher: OnceLock<Arc<Waker>>,
+    /// In a child process: the region its entries live in (see [`Registry::attached`]).
+    link: OnceLock<Arc<Region>>,
     clocks: Clocks,
 }
 
@@ -98,6 +101,7 @@ impl Registry {
             reason: Mutex::new(None),
             changed: AtomicBool::new(false),
             watcher: OnceLock::new(),
+            link: OnceLock::new(),
             clocks,
         })
     }
@@ -105,6 +109,80 @@ impl Registry {
     /// The clocks this tree's entries are stamped with.
     pub fn clocks(&self) -> Clocks {
         self.clocks
+    }
+
+    /// The registry of a child process: its entries live in `region` (where the parent
+    /// process sees them), its stop-all and whole-tree pause flags are the parent tree's.
+    pub(crate) fn attached(region: Arc<Region>, stop_all: Flag, tree_pause: Flag) -> Arc<Self> {
+        let r = Arc::new(Registry {
+            entries: RwLock::new(Vec::new()),
+            groups: RwLock::new(Vec::new()),
+            stop_all,
+            tree_pause,
+            reason: Mutex::new(None),
+            changed: AtomicBool::new(false),
+            watcher: OnceLock::new(),
+            link: OnceLock::new(),
+            clocks: Clocks::SYSTEM,
+        });
+        region.set_registry(&r);
+        let _ = r.link.set(region);
+        r
+    }
+
+    /// Registers the entry of a child that runs in another process, in `region` (its record
+    /// lives there).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn register_in(
+        self: &Arc<Self>,
+        region: &Arc<Region>,
+        name: String,
+        path: String,
+        kind: Kind,
+        watch_above: &[Flag],
+        groups: &[Flag],
+        accepts: Vec<String>,
+    ) -> Result<Arc<Entry>, ShmError> {
+        for f in groups {
+            self.add_group(f);
+        }
+        region.set_registry(self);
+        let e = region.register(self, &name, &path, kind, watch_above, accepts, false)?;
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e.clone());
+        self.notify_changed();
+        Ok(e)
+    }
+
+    /// In a child process: adds the entry of the subtree's top processor (registered by the
+    /// parent).
+    pub(crate) fn push_own(&self, e: Arc<Entry>) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e);
+    }
+
+    /// The region this registry's entries live in (in a child process).
+    pub(crate) fn region(&self) -> Option<&Arc<Region>> {
+        self.link.get()
+    }
+
+    /// Adds an entry a child process registered (the relay finds it in the region).
+    pub(crate) fn adopt(&self, e: Arc<Entry>) -> Result<(), String> {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.iter().any(|x| x.name == e.name || x.path == e.path) {
+            return Err(format!(
+                "a child registered '{}' ({}), a name already in the tree; not shown",
+                e.name, e.path
+            ));
+        }
+        entries.push(e);
+        drop(entries);
+        self.notify_changed();
+        Ok(())
     }
 
     /// The flag whose being set stops the whole tree.
@@ -122,6 +200,9 @@ impl Registry {
         {
             let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
             if r.is_none() {
+                if let Some(region) = self.link.get() {
+                    region.request_stop_all(&reason);
+                }
                 *r = Some(reason);
             }
         }
@@ -139,7 +220,8 @@ impl Registry {
         self.stop_all.is_set()
     }
 
-    /// Registers a new processor entry (called by runners as they start children).
+    /// Registers a new processor entry (called by runners as they start children). In a child
+    /// process the entry lives in the region shared with the parent.
     pub(crate) fn register(
         self: &Arc<Self>,
         name: String,
@@ -151,6 +233,18 @@ impl Registry {
     ) -> Arc<Entry> {
         for f in groups {
             self.add_group(f);
+        }
+        if let Some(region) = self.link.get() {
+            match region.register(self, &name, &path, kind, watch_above, accepts.clone(), true) {
+                Ok(e) => {
+                    self.entries
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(e.clone());
+                    return e;
+                }
+                Err(why) => log::error!("{path}: {why}; its state is not shown by the parent"),
+            }
         }
         let e = Entry::new(self, name, path, kind, None, watch_above, accepts);
         self.entries

@@ -13,6 +13,12 @@
 //! * When a child fails or panics the runner applies its [`Policy`]: stop all (the seed's
 //!   default), or restart it after a backoff, at most `max_restarts` within `within`, then stop
 //!   all (Erlang's intensity and period).
+//! * Children run as threads of this process or as processes of their own
+//!   ([`Multitasking`], per runner, overridable per child; the seed's `multitasking_type`).
+//!   A child process is built by name ([`Child::build`], see [`super::process`]); its death
+//!   by any cause (exit, panic, SIGSEGV, abort, SIGKILL) is an exit like a thread's, under the
+//!   same policy. Runners nest both ways: a process may run thread runners, and a thread
+//!   runner process children.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,8 +29,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::flag::Flag;
+use super::process::{Handoff, Launch, ProcessChild, build_here};
 use super::processor::{BoxError, Context, Outcome, Processor, run_hooks};
 use super::registry::{Registry, StopReason};
+use super::shm::Region;
 use super::state::{Entry, Kind, ProcState};
 use super::wake::park_until;
 
@@ -58,20 +66,35 @@ impl Default for RestartPolicy {
     }
 }
 
-/// A child of a runner: a processor and the waiting groups it belongs to.
+/// Whether a runner's children run as threads of its process or as processes of their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Multitasking {
+    #[default]
+    Threads,
+    Processes,
+}
+
+/// A child built by name (see [`super::process`]).
+struct BuildSpec {
+    builder: String,
+    arg: String,
+}
+
+/// A child of a runner: a processor (or the name of the builder that makes it) and the waiting
+/// groups it belongs to.
 pub struct Child {
     processor: Box<dyn Processor>,
     groups: Vec<Flag>,
     policy: Option<Policy>,
+    build: Option<BuildSpec>,
+    mode: Option<Multitasking>,
+    region: Option<Arc<Region>>,
+    handoff: Handoff,
 }
 
 impl Child {
     pub fn new(p: impl Processor) -> Self {
-        Child {
-            processor: Box::new(p),
-            groups: Vec::new(),
-            policy: None,
-        }
+        Self::boxed(Box::new(p))
     }
 
     pub fn boxed(p: Box<dyn Processor>) -> Self {
@@ -79,7 +102,47 @@ impl Child {
             processor: p,
             groups: Vec::new(),
             policy: None,
+            build: None,
+            mode: None,
+            region: None,
+            handoff: Handoff::default(),
         }
+    }
+
+    /// A child named `name`, made by the builder of the same name when it starts: in this
+    /// process (as a thread) or, under [`Multitasking::Processes`], in a process of its own,
+    /// anew on every restart.
+    pub fn build(name: &str) -> Self {
+        Self::build_with(name, name, "")
+    }
+
+    /// A child named `name` made by builder `builder` with argument `arg`.
+    pub fn build_with(name: &str, builder: &str, arg: &str) -> Self {
+        let mut c = Self::boxed(Box::new(Unbuilt(name.to_owned())));
+        c.build = Some(BuildSpec {
+            builder: builder.to_owned(),
+            arg: arg.to_owned(),
+        });
+        c
+    }
+
+    /// Runs this child as a process of its own (or a thread), whatever its runner says.
+    pub fn mode(mut self, m: Multitasking) -> Self {
+        self.mode = Some(m);
+        self
+    }
+
+    /// The shared-memory region of this child's process, with the rings its topology declared
+    /// (default: an empty region made when it first starts).
+    pub fn region(mut self, r: Arc<Region>) -> Self {
+        self.region = Some(r);
+        self
+    }
+
+    /// Hands a queue end (or anything) to the builder when the child is built in this process.
+    pub fn give<T: Send + 'static>(mut self, name: &str, v: T) -> Self {
+        self.handoff.put(name, v);
+        self
     }
 
     /// Makes the child wait whenever `group` is set (a waiting flag shared by a chosen group).
@@ -116,6 +179,12 @@ pub enum RunError {
     },
     #[error("duplicate processor name '{0}' in the tree")]
     DuplicateName(String),
+    #[error("{name}: cannot build: {cause}")]
+    Build { name: String, cause: String },
+    #[error("{0}: a processor given as an instance cannot run as a process; use Child::build")]
+    NotBuildable(String),
+    #[error("{name}: {cause}")]
+    Process { name: String, cause: String },
 }
 
 /// Runs children as named threads; is itself a [`Processor`], so runners nest.
@@ -123,10 +192,13 @@ pub struct Runner {
     name: String,
     children: Vec<Child>,
     policy: Policy,
+    multitasking: Multitasking,
     stop_timeout: Duration,
     start_timeout: Duration,
     /// Entries of the children, kept so that a restarted runner reuses them.
     entries: Vec<Arc<Entry>>,
+    /// Where each child process lives, kept likewise.
+    procs: Vec<Option<ProcInfo>>,
     /// Children started by `before`, supervised by `body`.
     run: Option<RunState>,
 }
@@ -144,11 +216,20 @@ impl Runner {
             name: name.into(),
             children: Vec::new(),
             policy: Policy::StopAll,
+            multitasking: Multitasking::Threads,
             stop_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(10),
             entries: Vec::new(),
+            procs: Vec::new(),
             run: None,
         }
+    }
+
+    /// Runs the children as threads (default) or as processes (the seed's
+    /// `multitasking_type`); a child may override it with [`Child::mode`].
+    pub fn multitasking(mut self, m: Multitasking) -> Self {
+        self.multitasking = m;
+        self
     }
 
     /// The policy applied to children that fail or panic (default: stop all).
@@ -200,9 +281,22 @@ struct Exit {
     outcome: Outcome,
 }
 
+/// Where a child process lives and how it is built.
+#[derive(Clone)]
+struct ProcInfo {
+    region: Arc<Region>,
+    slot: usize,
+    builder: String,
+    arg: String,
+    stop_ref: u32,
+    pause_ref: u32,
+}
+
 struct Slot {
     entry: Arc<Entry>,
     processor: Option<Box<dyn Processor>>,
+    proc: Option<ProcInfo>,
+    child: Option<ProcessChild>,
     handle: Option<JoinHandle<Box<dyn Processor>>>,
     started: Arc<AtomicBool>,
     policy: Policy,
@@ -221,6 +315,10 @@ impl Slot {
         exits: &Sender<Exit>,
         parent: &Context,
     ) {
+        if let Some(info) = self.proc.clone() {
+            self.spawn_process(index, &info, exits, parent);
+            return;
+        }
         let Some(mut p) = self.processor.take() else {
             return;
         };
@@ -262,8 +360,67 @@ impl Slot {
         }
     }
 
+    fn spawn_process(
+        &mut self,
+        index: usize,
+        info: &ProcInfo,
+        exits: &Sender<Exit>,
+        parent: &Context,
+    ) {
+        self.entry.set_state(ProcState::Starting);
+        self.last_start = Instant::now();
+        info.region.listen(parent.waker());
+        let exits_t = exits.clone();
+        let parent_waker = parent.waker().clone();
+        let on_exit = Box::new(move |outcome| {
+            let _ = exits_t.send(Exit { index, outcome });
+            parent_waker.wake();
+        });
+        let launch = Launch {
+            region: &info.region,
+            slot: info.slot,
+            name: &self.entry.name,
+            path: &self.entry.path,
+            build: &info.builder,
+            arg: &info.arg,
+            stop_ref: info.stop_ref,
+            pause_ref: info.pause_ref,
+        };
+        match ProcessChild::spawn(&launch, on_exit) {
+            Ok(c) => {
+                log::debug!("{}: started as process {}", self.entry.path, c.pid());
+                self.child = Some(c);
+                self.running = true;
+            }
+            Err(e) => {
+                log::error!("{}: {e}", self.entry.path);
+                self.entry.set_state(ProcState::Failed);
+                self.entry.set_note(&e.to_string());
+                let _ = exits.send(Exit {
+                    index,
+                    outcome: Outcome::Failed(e.to_string()),
+                });
+                self.running = true;
+            }
+        }
+    }
+
+    /// Whether the child finished its `before` (ordered start).
+    fn is_started(&self) -> bool {
+        match &self.proc {
+            Some(p) => p
+                .region
+                .cells(p.slot)
+                .is_some_and(|c| c.started.load(Ordering::Acquire) != 0),
+            None => self.started.load(Ordering::Acquire),
+        }
+    }
+
     fn join(&mut self) {
         self.running = false;
+        if let Some(mut c) = self.child.take() {
+            c.join();
+        }
         if let Some(h) = self.handle.take() {
             match h.join() {
                 Ok(p) => self.processor = Some(p),
@@ -297,17 +454,14 @@ impl Processor for Runner {
             }
             slots[i].spawn(i, &registry, &tx, ctx);
             let deadline = Instant::now() + self.start_timeout;
-            while !slots[i].started.load(Ordering::Acquire)
-                && !ctx.should_stop()
-                && Instant::now() < deadline
-            {
+            while !slots[i].is_started() && !ctx.should_stop() && Instant::now() < deadline {
                 self.handle_exits(&rx, &mut slots, &registry, &mut failure);
                 if !slots[i].running {
                     break;
                 }
                 park_until(Some(deadline));
             }
-            if !slots[i].started.load(Ordering::Acquire) && !ctx.should_stop() {
+            if !slots[i].is_started() && !ctx.should_stop() {
                 log::warn!(
                     "{}: still starting after {:?}; starting the next processor",
                     slots[i].entry.path,
@@ -385,7 +539,25 @@ impl Processor for Runner {
                     park_until(Some(deadline));
                 }
             }
-            if slots[i].running {
+            if slots[i].running
+                && let Some(c) = &slots[i].child
+            {
+                log::error!(
+                    "{}: did not stop within {:?}; killing process {}",
+                    slots[i].entry.path,
+                    self.stop_timeout,
+                    c.pid()
+                );
+                c.kill();
+                let deadline = Instant::now() + super::process::KILL_GRACE;
+                while slots[i].running && Instant::now() < deadline {
+                    self.handle_exits(&rx, &mut slots, &registry, &mut failure);
+                    if slots[i].running {
+                        park_until(Some(deadline));
+                    }
+                }
+                hung.push(slots[i].entry.path.clone());
+            } else if slots[i].running {
                 log::error!(
                     "{}: did not stop within {:?}; leaving its thread behind",
                     slots[i].entry.path,
@@ -426,13 +598,32 @@ impl Runner {
         let mut slots = Vec::with_capacity(self.children.len());
         let placeholder: fn() -> Box<dyn Processor> = || Box::new(Placeholder);
         let reuse = self.entries.len() == self.children.len();
+        let mut procs = Vec::with_capacity(self.children.len());
         for (i, c) in self.children.iter_mut().enumerate() {
+            let mode = c.mode.unwrap_or(self.multitasking);
+            let name = c.processor.name().to_owned();
+            let path = format!("{}/{}", ctx.path(), name);
+            if mode == Multitasking::Processes && c.build.is_none() {
+                return Err(Box::new(RunError::NotBuildable(name)));
+            }
+            // A child built by name that runs as a thread is built here, once.
+            if mode == Multitasking::Threads
+                && let Some(b) = &c.build
+                && c.processor.is_unbuilt()
+            {
+                let p = build_here(&b.builder, &name, &b.arg, c.region.as_ref(), &mut c.handoff)
+                    .map_err(|e| RunError::Build {
+                        name: name.clone(),
+                        cause: super::processor::error_chain(&*e),
+                    })?;
+                c.processor = p;
+            }
+            let mut info = if reuse { self.procs[i].clone() } else { None };
             let entry = if reuse {
                 let e = self.entries[i].clone();
                 e.stop.clear();
                 e
             } else {
-                let name = c.processor.name().to_owned();
                 if registry.find(&name).is_some()
                     || slots.iter().any(|s: &Slot| s.entry.name == name)
                 {
@@ -440,23 +631,32 @@ impl Runner {
                 }
                 let mut watch: Vec<Flag> = ctx.entry().watched().to_vec();
                 watch.extend(c.groups.iter().cloned());
-                registry.register(
-                    name.clone(),
-                    format!("{}/{}", ctx.path(), name),
-                    c.processor.kind(),
-                    &watch,
-                    &c.groups,
-                    c.processor.signals(),
-                )
+                if mode == Multitasking::Processes {
+                    let (e, pi) = register_process(registry, c, name.clone(), path, &watch)?;
+                    info = Some(pi);
+                    e
+                } else {
+                    registry.register(
+                        name.clone(),
+                        path,
+                        c.processor.kind(),
+                        &watch,
+                        &c.groups,
+                        c.processor.signals(),
+                    )
+                }
             };
             let policy = c.policy.clone().unwrap_or_else(|| self.policy.clone());
             let backoff = match &policy {
                 Policy::Restart(r) => r.backoff_initial,
                 Policy::StopAll => Duration::ZERO,
             };
+            procs.push(info.clone());
             slots.push(Slot {
                 entry,
                 processor: Some(std::mem::replace(&mut c.processor, placeholder())),
+                proc: info,
+                child: None,
                 handle: None,
                 started: Arc::new(AtomicBool::new(false)),
                 policy,
@@ -468,6 +668,7 @@ impl Runner {
             });
         }
         self.entries = slots.iter().map(|s| s.entry.clone()).collect();
+        self.procs = procs;
         Ok(slots)
     }
 
@@ -537,6 +738,82 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// Registers a child that runs as a process: its entry goes into its region (the child's
+/// own, the one this process lives in, or a new one).
+fn register_process(
+    registry: &Arc<Registry>,
+    c: &Child,
+    name: String,
+    path: String,
+    watch: &[Flag],
+) -> Result<(Arc<Entry>, ProcInfo), RunError> {
+    let fail = |cause: String| RunError::Process {
+        name: name.clone(),
+        cause,
+    };
+    let region = match (&c.region, registry.region()) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => Region::builder(&name)
+            .build()
+            .map_err(|e| fail(e.to_string()))?,
+    };
+    region
+        .start_relay()
+        .map_err(|e| fail(format!("cannot start its relay thread: {e}")))?;
+    let e = registry
+        .register_in(
+            &region,
+            name.clone(),
+            path,
+            Kind::Plain,
+            watch,
+            &c.groups,
+            Vec::new(),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    let slot = region
+        .slot_of(&e)
+        .ok_or_else(|| fail("entry outside its region".into()))?;
+    let stop_ref = region
+        .export(registry.stop_all_flag())
+        .map_err(|e| fail(e.to_string()))?;
+    let pause_ref = region
+        .export(registry.tree_pause())
+        .map_err(|e| fail(e.to_string()))?;
+    let b = c
+        .build
+        .as_ref()
+        .ok_or_else(|| RunError::NotBuildable(name.clone()))?;
+    Ok((
+        e,
+        ProcInfo {
+            region,
+            slot,
+            builder: b.builder.clone(),
+            arg: b.arg.clone(),
+            stop_ref,
+            pause_ref,
+        },
+    ))
+}
+
+/// A child built by name that has not been built (it runs in a process of its own, or will be
+/// built in this one when it starts).
+struct Unbuilt(String);
+
+impl Processor for Unbuilt {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn body(&mut self, _ctx: &Context) -> Result<(), BoxError> {
+        Err(format!("{} was never built", self.0).into())
+    }
+    fn is_unbuilt(&self) -> bool {
+        true
     }
 }
 

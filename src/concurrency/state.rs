@@ -1,8 +1,9 @@
 //! What each processor is doing, readable from any thread without locks.
 //!
 //! The seed kept each process's state in a file (`StateInFile`). Here the live state is a set
-//! of atomics in an [`Entry`] per processor; the control module writes them to files in the run
-//! directory and serves them as JSON. Processors and the runner only store atomics and ring the
+//! of atomics in an [`Entry`] per processor (a fixed-layout [`Cells`] record, which for a
+//! processor in a child process lives in shared memory); the control module writes them to
+//! files in the run directory and serves them as JSON. Processors and the runner only store atomics and ring the
 //! registry's doorbell, so a state change never does I/O on a sensor thread.
 //!
 //! Clocks (issue #11): every duration here (time in state, time inside one piece of work, which
@@ -10,15 +11,15 @@
 //! Pi has no real-time clock, and its wall clock jumps when NTP or the GPS sets it: a stamp on the
 //! wall clock would turn a step into a false "stuck" or hide a real hang. The wall clock is read
 //! only to show a moment to people (`since_ms` in a snapshot, derived from the boot-clock age).
-//! Stamps are `u64` boot-clock nanoseconds in plain atomics (fixed size, no pointers), and the
+//! Stamps are `u64` boot-clock nanoseconds in plain atomics (fixed size, no pointers: the boot
+//! clock is the same in every process, so a child's stamps mean the same in its parent), and the
 //! clocks are injectable ([`Clocks`]) so a test can step the wall clock.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
 use super::flag::Flag;
@@ -90,15 +91,36 @@ pub enum Kind {
     Pool,
 }
 
-/// A named counter a processor publishes (records read, drops, reopens ...).
-#[derive(Clone, Debug)]
-pub struct Metric {
-    pub name: String,
-    pub value: Arc<AtomicU64>,
+impl Kind {
+    pub(crate) fn to_u32(self) -> u32 {
+        match self {
+            Kind::Plain => 0,
+            Kind::Loop => 1,
+            Kind::Runner => 2,
+            Kind::Pool => 3,
+        }
+    }
+
+    pub(crate) fn from_u32(v: u32) -> Self {
+        match v {
+            1 => Kind::Loop,
+            2 => Kind::Runner,
+            3 => Kind::Pool,
+            _ => Kind::Plain,
+        }
+    }
 }
 
-/// How many signals a mailbox holds before further ones are refused.
-pub const MAILBOX_CAPACITY: usize = 16;
+use super::cells::{Cells, Keep};
+pub use super::cells::{Counter, MAILBOX_CAPACITY};
+
+/// What an entry whose record lives in shared memory must tell the other processes.
+pub trait Link: Send + Sync {
+    /// A signal was posted into `cells`' mailbox: wake the process running it.
+    fn mail(&self, cells: &Cells);
+    /// Something shown in the status changed: wake the state-file writer's process.
+    fn dirty(&self);
+}
 
 /// Why a signal was not put in a mailbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,26 +145,22 @@ struct SignalGate {
     interval_ns: u64,
     /// Boot-clock ns of the last signal let through (0: none yet).
     last_ns: AtomicU64,
-    refused: Arc<AtomicU64>,
+    refused: Counter,
 }
 
-/// The live, shared record of one processor.
+/// The live, shared record of one processor. Its values live in a [`Cells`] record: on the heap
+/// for a processor of this process, in a shared-memory region for one of a process subtree
+/// (both processes then hold an `Entry` over the same record).
 pub struct Entry {
     pub name: String,
     /// Slash-separated names from the root runner down to this processor.
     pub path: String,
     pub kind: Kind,
-    state: AtomicU8,
-    /// Boot-clock ns of the last state change.
-    since_ns: AtomicU64,
-    restarts: AtomicU32,
-    errors: AtomicU64,
-    /// Boot-clock ns when the current `work` call began; 0 when not inside one (or waiting for
-    /// I/O inside it). The watchdog looks for processors busy for too long.
-    busy_since_ns: AtomicU64,
-    /// Process-local: where the stamps above come from (not part of the shared state).
+    cells: *const Cells,
+    keep: Keep,
+    link: Option<Arc<dyn Link>>,
+    /// Process-local: where the stamps come from (not part of the shared state).
     clocks: Clocks,
-    note: Mutex<String>,
     /// Set by the runner to stop this processor (reverse start order).
     pub stop: Flag,
     /// This processor's own pause flag (`harmony ctl pause NAME`).
@@ -150,14 +168,16 @@ pub struct Entry {
     /// Every flag whose being set makes this processor wait: its own pause flag, its groups',
     /// and those of the runners above it.
     watch: Vec<Flag>,
-    mailbox: ArrayQueue<Signal>,
-    mail_dropped: AtomicU64,
     accepts: Vec<String>,
+    /// Process-local: a rate limit checked by whoever delivers in this process.
     gate: std::sync::OnceLock<SignalGate>,
     pub waker: Arc<Waker>,
-    metrics: Mutex<Vec<Metric>>,
     registry: Weak<Registry>,
 }
+
+// SAFETY: `cells` points at a `Cells` (atomics only) that `keep` keeps alive.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -208,6 +228,19 @@ impl Default for Clocks {
     }
 }
 
+/// The parts of an [`Entry`] whose record lives elsewhere (see [`Entry::from_parts`]).
+pub(crate) struct Parts {
+    pub name: String,
+    pub path: String,
+    pub kind: Kind,
+    pub accepts: Vec<String>,
+    pub cells: *const Cells,
+    pub keep: Keep,
+    pub link: Option<Arc<dyn Link>>,
+    pub stop: Flag,
+    pub pause: Flag,
+}
+
 impl Entry {
     pub(crate) fn new(
         registry: &Arc<Registry>,
@@ -218,36 +251,60 @@ impl Entry {
         watch_above: &[Flag],
         accepts: Vec<String>,
     ) -> Arc<Self> {
-        let clocks = registry.clocks();
+        let cells = Cells::new_arc();
+        cells.pid.store(super::cells::my_pid(), Ordering::Relaxed);
+        cells.kind.store(kind.to_u32(), Ordering::Relaxed);
         let pause = Flag::new(name.clone());
-        let mut watch = vec![pause.clone()];
+        let stop = stop.unwrap_or_else(|| Flag::new(format!("{name}.stop")));
+        Self::from_parts(
+            registry,
+            Parts {
+                name,
+                path,
+                kind,
+                accepts,
+                cells: Arc::as_ptr(&cells),
+                keep: Keep::Heap(cells),
+                link: None,
+                stop,
+                pause,
+            },
+            watch_above,
+        )
+    }
+
+    /// An entry over a record that lives elsewhere (a shared-memory region).
+    pub(crate) fn from_parts(
+        registry: &Arc<Registry>,
+        p: Parts,
+        watch_above: &[Flag],
+    ) -> Arc<Self> {
+        let clocks = registry.clocks();
+        let mut watch = vec![p.pause.clone()];
         for f in watch_above {
             if !watch.iter().any(|w| w.same(f)) {
                 watch.push(f.clone());
             }
         }
         let e = Arc::new(Entry {
-            stop: stop.unwrap_or_else(|| Flag::new(format!("{name}.stop"))),
-            pause,
+            stop: p.stop,
+            pause: p.pause,
             watch,
-            name,
-            path,
-            kind,
-            state: AtomicU8::new(ProcState::Starting as u8),
-            since_ns: AtomicU64::new(clocks.boot()),
-            restarts: AtomicU32::new(0),
-            errors: AtomicU64::new(0),
-            busy_since_ns: AtomicU64::new(0),
+            name: p.name,
+            path: p.path,
+            kind: p.kind,
+            cells: p.cells,
+            keep: p.keep,
+            link: p.link,
             clocks,
-            note: Mutex::new(String::new()),
-            mailbox: ArrayQueue::new(MAILBOX_CAPACITY),
-            mail_dropped: AtomicU64::new(0),
-            accepts,
+            accepts: p.accepts,
             gate: std::sync::OnceLock::new(),
             waker: Waker::new(),
-            metrics: Mutex::new(Vec::new()),
             registry: Arc::downgrade(registry),
         });
+        if e.cells().since_ns.load(Ordering::Relaxed) == 0 {
+            e.cells().since_ns.store(clocks.boot(), Ordering::Relaxed);
+        }
         e.stop.subscribe(&e.waker);
         for f in &e.watch {
             f.subscribe(&e.waker);
@@ -255,21 +312,29 @@ impl Entry {
         e
     }
 
+    #[inline]
+    pub(crate) fn cells(&self) -> &Cells {
+        // SAFETY: see the Send/Sync impls.
+        unsafe { &*self.cells }
+    }
+
     pub fn state(&self) -> ProcState {
-        ProcState::from_u8(self.state.load(Ordering::Acquire))
+        ProcState::from_u8(self.cells().state.load(Ordering::Acquire) as u8)
     }
 
     /// Records a state change and tells the state-file writer. No I/O here.
     pub fn set_state(&self, s: ProcState) {
-        if self.state.swap(s as u8, Ordering::AcqRel) != s as u8 {
-            self.since_ns.store(self.clocks.boot(), Ordering::Relaxed);
+        if self.cells().state.swap(s as u32, Ordering::AcqRel) != s as u32 {
+            self.cells()
+                .since_ns
+                .store(self.clocks.boot(), Ordering::Relaxed);
             self.mark_dirty();
         }
     }
 
     /// Boot-clock nanoseconds of the last state change.
     pub fn since_ns(&self) -> u64 {
-        self.since_ns.load(Ordering::Relaxed)
+        self.cells().since_ns.load(Ordering::Relaxed)
     }
 
     /// How long the processor has been in its current state (boot clock).
@@ -278,16 +343,16 @@ impl Entry {
     }
 
     pub fn restarts(&self) -> u32 {
-        self.restarts.load(Ordering::Relaxed)
+        self.cells().restarts.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.cells().restarts.fetch_add(1, Ordering::Relaxed);
         self.mark_dirty();
     }
 
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.cells().errors.load(Ordering::Relaxed)
     }
 
     pub fn add_error(&self) {
@@ -296,7 +361,7 @@ impl Entry {
 
     /// Counts `n` errors at once (a sink adding up its writer's failures).
     pub fn add_errors(&self, n: u64) {
-        self.errors.fetch_add(n, Ordering::Relaxed);
+        self.cells().errors.fetch_add(n, Ordering::Relaxed);
         self.mark_dirty();
     }
 
@@ -305,12 +370,12 @@ impl Entry {
     #[inline]
     pub fn set_busy(&self, busy: bool) {
         let v = if busy { self.clocks.boot().max(1) } else { 0 };
-        self.busy_since_ns.store(v, Ordering::Relaxed);
+        self.cells().busy.store(v, Ordering::Relaxed);
     }
 
     /// Boot-clock nanoseconds when the current piece of work began, if inside one.
     pub fn busy_since_ns(&self) -> Option<u64> {
-        match self.busy_since_ns.load(Ordering::Relaxed) {
+        match self.cells().busy.load(Ordering::Relaxed) {
             0 => None,
             t => Some(t),
         }
@@ -324,18 +389,21 @@ impl Entry {
     }
 
     /// A short human-readable remark shown with the state ("reopening /dev/ttyUSB0 in 2 s").
+    /// Cut to 200 bytes.
     pub fn set_note(&self, note: &str) {
-        let mut n = self.note.lock().unwrap_or_else(|e| e.into_inner());
-        if n.as_str() != note {
-            n.clear();
-            n.push_str(note);
-            drop(n);
+        let n = &self.cells().note;
+        if !n.is(note) && n.set(note) {
             self.mark_dirty();
         }
     }
 
     pub fn note(&self) -> String {
-        self.note.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.cells().note.get()
+    }
+
+    /// The process this processor runs in (0: its process is not running).
+    pub fn pid(&self) -> u32 {
+        self.cells().pid.load(Ordering::Relaxed)
     }
 
     /// Whether any flag this processor watches says "wait".
@@ -350,18 +418,38 @@ impl Entry {
 
     /// The named signals this processor reacts to.
     pub fn accepts(&self, name: &str) -> bool {
+        if self.link.is_some() {
+            return self.accepted().iter().any(|a| a == name || a == "*");
+        }
         self.accepts.iter().any(|a| a == name || a == "*")
     }
 
-    pub fn accepted(&self) -> &[String] {
-        &self.accepts
+    /// The signals it accepts; for a processor of a child process, as the child said once it
+    /// built the processor.
+    pub fn accepted(&self) -> Vec<String> {
+        if self.link.is_some() {
+            self.cells()
+                .accepts
+                .get()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            self.accepts.clone()
+        }
+    }
+
+    /// What kind of processor it is (for a child process's: as the child built it).
+    pub fn kind_now(&self) -> Kind {
+        Kind::from_u32(self.cells().kind.load(Ordering::Relaxed))
     }
 
     /// Takes the named signals (among those it accepts) at most once per `interval`, counting
     /// the refused ones in `refused`. One gate per processor, set once (later calls are
     /// ignored): the logger limits its rotation requests (`hup`, `rotate`) this way, whichever
     /// way they come (radio, control socket, SIGHUP).
-    pub fn limit_signals(&self, names: &[&str], interval: Duration, refused: Arc<AtomicU64>) {
+    pub fn limit_signals(&self, names: &[&str], interval: Duration, refused: Counter) {
         let mask = self
             .accepts
             .iter()
@@ -413,60 +501,55 @@ impl Entry {
     /// the signal is rate-limited ([`Entry::limit_signals`]).
     pub fn deliver(&self, sig: Signal) -> Result<(), Refused> {
         self.pass_gate(&sig)?;
-        match self.mailbox.push(sig) {
-            Ok(()) => {
-                self.waker.wake();
-                Ok(())
+        if self.cells().post(&sig) {
+            self.waker.wake();
+            if let Some(l) = &self.link {
+                l.mail(self.cells());
             }
-            Err(_) => {
-                self.mail_dropped.fetch_add(1, Ordering::Relaxed);
-                Err(Refused::MailboxFull)
-            }
+            Ok(())
+        } else {
+            self.cells().mail_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(Refused::MailboxFull)
         }
     }
 
     /// The next signal in the mailbox, if any.
     pub fn take_signal(&self) -> Option<Signal> {
-        self.mailbox.pop()
+        self.cells().take()
     }
 
     pub fn has_mail(&self) -> bool {
-        !self.mailbox.is_empty()
+        self.cells().has_mail()
     }
 
     /// Publishes a named counter; returns the atomic to update (reuses one of the same name).
-    pub fn metric(&self, name: &str) -> Arc<AtomicU64> {
-        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(x) = m.iter().find(|x| x.name == name) {
-            return x.value.clone();
+    /// Names are cut to 40 bytes; past 64 metrics a processor gets counters shown nowhere.
+    pub fn metric(&self, name: &str) -> Counter {
+        match self.cells().metric_slot(name) {
+            Some(v) => Counter::new(v, self.keep.clone()),
+            None => {
+                log::warn!("{}: no room for metric {name}; not shown", self.path);
+                Counter::detached()
+            }
         }
-        let v = Arc::new(AtomicU64::new(0));
-        m.push(Metric {
-            name: name.to_owned(),
-            value: v.clone(),
-        });
-        v
     }
 
     /// Calls `f` with each metric's name and value, without allocating (for periodic readers
     /// on timed threads, such as the uplink's health report).
-    pub fn visit_metrics(&self, mut f: impl FnMut(&str, u64)) {
-        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        for x in m.iter() {
-            f(&x.name, x.value.load(Ordering::Relaxed));
-        }
+    pub fn visit_metrics(&self, f: impl FnMut(&str, u64)) {
+        self.cells().visit_metrics(f);
     }
 
     pub fn metrics(&self) -> Vec<(String, u64)> {
-        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        m.iter()
-            .map(|x| (x.name.clone(), x.value.load(Ordering::Relaxed)))
-            .collect()
+        self.cells().metrics()
     }
 
     pub(crate) fn mark_dirty(&self) {
         if let Some(r) = self.registry.upgrade() {
             r.notify_changed();
+        }
+        if let Some(l) = &self.link {
+            l.dirty();
         }
     }
 
@@ -476,7 +559,7 @@ impl Entry {
         EntrySnapshot {
             name: self.name.clone(),
             path: self.path.clone(),
-            kind: self.kind,
+            kind: self.kind_now(),
             state: self.state(),
             // The moment for people, derived from the boot-clock age: a wall-clock step moves
             // it with the reader's clock, so "now - since" stays the true time in state.
@@ -491,9 +574,10 @@ impl Entry {
                 .map(|f| f.name().to_owned())
                 .collect(),
             note: self.note(),
-            signals: self.accepts.clone(),
-            mail_dropped: self.mail_dropped.load(Ordering::Relaxed),
+            signals: self.accepted(),
+            mail_dropped: self.cells().mail_dropped.load(Ordering::Relaxed),
             metrics: self.metrics().into_iter().collect(),
+            pid: self.pid(),
         }
     }
 }
@@ -517,6 +601,9 @@ pub struct EntrySnapshot {
     pub signals: Vec<String>,
     pub mail_dropped: u64,
     pub metrics: std::collections::BTreeMap<String, u64>,
+    /// The process the processor runs in (0: not running).
+    #[serde(default)]
+    pub pid: u32,
 }
 
 impl EntrySnapshot {
@@ -534,6 +621,7 @@ impl EntrySnapshot {
         let _ = writeln!(s, "paused={}", self.paused);
         let _ = writeln!(s, "waiting_on={}", self.waiting_on.join(","));
         let _ = writeln!(s, "note={}", self.note.replace('\n', " "));
+        let _ = writeln!(s, "pid={}", self.pid);
         for (k, v) in &self.metrics {
             let _ = writeln!(s, "metric.{k}={v}");
         }

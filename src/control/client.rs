@@ -63,8 +63,8 @@ pub fn format_status(s: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<34} {:<7} {:<10} {:>8} {:>7}  note",
-        "processor", "kind", "state", "restarts", "errors"
+        "{:<34} {:<7} {:<10} {:>7} {:>8} {:>7}  note",
+        "processor", "kind", "state", "pid", "restarts", "errors"
     );
     // Depth-first from the root, children in start order.
     fn walk(out: &mut String, all: &[crate::concurrency::EntrySnapshot], parent: Option<&str>) {
@@ -79,10 +79,15 @@ pub fn format_status(s: &Status) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            // A processor whose process is not running (stopped, died) shows `-`.
+            let pid = match p.pid {
+                0 => "-".to_owned(),
+                n => n.to_string(),
+            };
             let _ = writeln!(
                 out,
-                "{:<34} {:<7} {:<10} {:>8} {:>7}  {}",
-                name, kind, p.state, p.restarts, p.errors, p.note
+                "{:<34} {:<7} {:<10} {:>7} {:>8} {:>7}  {}",
+                name, kind, p.state, pid, p.restarts, p.errors, p.note
             );
             walk(out, all, Some(&p.path));
         }

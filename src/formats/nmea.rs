@@ -192,10 +192,11 @@ impl Intake {
 
 /// Builds a [`Sentence`] record from accepted bytes.
 pub fn sentence(stamp: Stamp, bytes: &[u8]) -> Sentence {
-    let mut v = heapless::Vec::new();
     // The intake never accepts more than NMEA_MAX bytes.
-    let _ = v.extend_from_slice(&bytes[..bytes.len().min(NMEA_MAX)]);
-    Sentence { stamp, bytes: v }
+    Sentence {
+        stamp,
+        bytes: crate::records::Bytes::from_slice(&bytes[..bytes.len().min(NMEA_MAX)]),
+    }
 }
 
 /// Knots to metres per second (1852 m per nautical mile), as gpsd's `KNOTS_TO_MPS`.

@@ -59,7 +59,7 @@ use self::fs::FileSystem;
 use self::session::Session;
 use self::writer::{FAULT_SYNC, FAULT_WRITE, FileId, Msg, Writer, WriterStats};
 use crate::concurrency::{
-    BoxError, Context, DropReport, Housekeeping, JobHandle, ProcState, Signal,
+    BoxError, Context, Counter, DropReport, Housekeeping, JobHandle, ProcState, Signal,
 };
 use crate::formats::candump::{MAX_LINE, format_line};
 use crate::formats::csv::{FIX_HEADER, RANGE_HEADER, write_fix, write_range};
@@ -234,16 +234,16 @@ impl Shared {
 }
 
 struct Metrics {
-    bytes_written: Arc<AtomicU64>,
-    records_written: Arc<AtomicU64>,
-    records_dropped: Arc<AtomicU64>,
-    queue_dropped: Arc<AtomicU64>,
-    degraded: Arc<AtomicU64>,
-    write_errors: Arc<AtomicU64>,
-    fsync_errors: Arc<AtomicU64>,
-    disk_free_mb: Arc<AtomicU64>,
-    last_fsync_ms: Arc<AtomicU64>,
-    per_file: Vec<[Arc<AtomicU64>; 3]>,
+    bytes_written: Counter,
+    records_written: Counter,
+    records_dropped: Counter,
+    queue_dropped: Counter,
+    degraded: Counter,
+    write_errors: Counter,
+    fsync_errors: Counter,
+    disk_free_mb: Counter,
+    last_fsync_ms: Counter,
+    per_file: Vec<[Counter; 3]>,
 }
 
 /// The logger thread's half (see the module docs).

@@ -212,7 +212,7 @@ pub struct Counting {
     pub ranges: u64,
     pub frames: u64,
     pub dropped: u64,
-    metrics: Option<[std::sync::Arc<std::sync::atomic::AtomicU64>; 5]>,
+    metrics: Option<[crate::concurrency::Counter; 5]>,
 }
 
 impl Counting {

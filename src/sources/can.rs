@@ -5,15 +5,16 @@
 //! frames are recorded like any other. The interface going away (HAT unplugged, link down) is
 //! noticed as a read error; the socket is reopened every 2 s at most.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nix::poll::PollTimeout;
 
 use super::Reopen;
+use super::SourceOutputs;
 use crate::clock::Stamp;
-use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
+use crate::concurrency::Counter;
+use crate::concurrency::{BoxError, Context, Loop, Step};
 use crate::drivers::can::CanBus;
 use crate::formats::dronecan::{self, NODE_STATUS_ID, Transfer};
 use crate::records::CanRecord;
@@ -35,11 +36,11 @@ pub struct CanConfig {
 }
 
 struct Metrics {
-    frames: Arc<AtomicU64>,
-    error_frames: Arc<AtomicU64>,
-    to_uplink: Arc<AtomicU64>,
-    reopens: Arc<AtomicU64>,
-    malformed: Arc<AtomicU64>,
+    frames: Counter,
+    error_frames: Counter,
+    to_uplink: Counter,
+    reopens: Counter,
+    malformed: Counter,
 }
 
 /// Frames handled per iteration before the loop checks its flags again.
@@ -51,10 +52,8 @@ pub struct CanSource {
     input: CanInput,
     bus: Option<CanBus>,
     reopen: Reopen,
-    to_logger: Producer<CanRecord>,
-    to_uplink: Producer<CanRecord>,
+    out: SourceOutputs<CanRecord>,
     metrics: Option<Metrics>,
-    gauges: Option<[QueueGauge; 2]>,
     finished: bool,
 }
 
@@ -73,21 +72,14 @@ pub fn wanted_by_uplink(ids: &[u32], f: &CanRecord) -> bool {
 }
 
 impl CanSource {
-    pub fn new(
-        cfg: CanConfig,
-        input: CanInput,
-        to_logger: Producer<CanRecord>,
-        to_uplink: Producer<CanRecord>,
-    ) -> Self {
+    pub fn new(cfg: CanConfig, input: CanInput, out: SourceOutputs<CanRecord>) -> Self {
         CanSource {
             cfg,
             input,
             bus: None,
             reopen: Reopen::default(),
-            to_logger,
-            to_uplink,
+            out,
             metrics: None,
-            gauges: None,
             finished: false,
         }
     }
@@ -101,12 +93,12 @@ impl CanSource {
             }
         }
         if wanted_by_uplink(&self.cfg.uplink_ids, &f) {
-            self.to_uplink.push(f);
+            self.out.uplink.push(f);
             if let Some(m) = &self.metrics {
                 m.to_uplink.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.to_logger.push(f);
+        self.out.logger.push(f);
     }
 
     fn replay(&mut self, ctx: &Context) -> Result<Step, BoxError> {
@@ -214,10 +206,7 @@ impl Loop for CanSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.gauges = Some([
-            QueueGauge::new(ctx, "logger", &self.to_logger),
-            QueueGauge::new(ctx, "uplink", &self.to_uplink),
-        ]);
+        self.out.publish(ctx);
         self.metrics = Some(Metrics {
             frames: ctx.metric("frames"),
             error_frames: ctx.metric("error_frames"),
@@ -233,10 +222,7 @@ impl Loop for CanSource {
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         // Queue fill as of the previous iteration: once per iteration, not per record.
-        if let Some([l, u]) = &self.gauges {
-            l.update(&self.to_logger);
-            u.update(&self.to_uplink);
-        }
+        self.out.update();
         match self.input {
             CanInput::Replay(_) => self.replay(ctx),
             CanInput::Socket(_) => self.socket(ctx),

@@ -13,15 +13,17 @@
 //! every rate in turn, 3 s each, until sentences with valid checksums arrive.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFlags, PollTimeout};
 
 use super::Reopen;
+use super::SourceOutputs;
 use crate::clock::Stamp;
-use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
+use crate::concurrency::Counter;
+use crate::concurrency::{BoxError, Context, Loop, Step};
 use crate::drivers::serial::{HUNT_RATES, Uart};
 use crate::formats::nmea::{Event, FixBuilder, Intake, IntakeCounters, Parsed, sentence};
 use crate::records::GpsRecord;
@@ -48,20 +50,20 @@ pub struct GpsConfig {
 }
 
 struct Metrics {
-    sentences: Arc<AtomicU64>,
-    fixes: Arc<AtomicU64>,
-    bad_checksum: Arc<AtomicU64>,
-    no_checksum: Arc<AtomicU64>,
-    overlong: Arc<AtomicU64>,
-    fragments: Arc<AtomicU64>,
-    noise_bytes: Arc<AtomicU64>,
-    unparsed: Arc<AtomicU64>,
-    non_finite: Arc<AtomicU64>,
-    reopens: Arc<AtomicU64>,
-    baud: Arc<AtomicU64>,
+    sentences: Counter,
+    fixes: Counter,
+    bad_checksum: Counter,
+    no_checksum: Counter,
+    overlong: Counter,
+    fragments: Counter,
+    noise_bytes: Counter,
+    unparsed: Counter,
+    non_finite: Counter,
+    reopens: Counter,
+    baud: Counter,
     /// The last fix's altitude in cm above mean sea level (0 below it), for `harmony top`'s
     /// history (issue #13).
-    alt_msl_cm: Arc<AtomicU64>,
+    alt_msl_cm: Counter,
 }
 
 impl Metrics {
@@ -103,24 +105,18 @@ struct Hunt {
 /// The GPS source loop.
 pub struct GpsSource {
     cfg: GpsConfig,
-    to_logger: Producer<GpsRecord>,
-    to_uplink: Producer<GpsRecord>,
+    out: SourceOutputs<GpsRecord>,
     port: Option<Uart>,
     reopen: Reopen,
     intake: Intake,
     fixes: FixBuilder,
     hunt: Option<Hunt>,
     metrics: Option<Metrics>,
-    gauges: Option<[QueueGauge; 2]>,
     buf: Box<[u8; 4096]>,
 }
 
 impl GpsSource {
-    pub fn new(
-        cfg: GpsConfig,
-        to_logger: Producer<GpsRecord>,
-        to_uplink: Producer<GpsRecord>,
-    ) -> Self {
+    pub fn new(cfg: GpsConfig, out: SourceOutputs<GpsRecord>) -> Self {
         let hunt = match cfg.baud {
             Baud::Auto(start) => Some(Hunt {
                 index: HUNT_RATES.iter().position(|&r| r == start).unwrap_or(1),
@@ -131,15 +127,13 @@ impl GpsSource {
         };
         GpsSource {
             cfg,
-            to_logger,
-            to_uplink,
+            out,
             port: None,
             reopen: Reopen::default(),
             intake: Intake::new(),
             fixes: FixBuilder::default(),
             hunt,
             metrics: None,
-            gauges: None,
             buf: Box::new([0; 4096]),
         }
     }
@@ -223,7 +217,7 @@ impl GpsSource {
     /// Handles received bytes; returns whether a valid sentence arrived.
     fn ingest(&mut self, n: usize) -> bool {
         let stamp = Stamp::now();
-        let (logger, uplink, fixes) = (&self.to_logger, &self.to_uplink, &mut self.fixes);
+        let (logger, uplink, fixes) = (&self.out.logger, &self.out.uplink, &mut self.fixes);
         let mut any = false;
         let (mut unparsed, mut non_finite) = (0, 0);
         let mut fix_count = 0;
@@ -327,10 +321,7 @@ impl Loop for GpsSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.gauges = Some([
-            QueueGauge::new(ctx, "logger", &self.to_logger),
-            QueueGauge::new(ctx, "uplink", &self.to_uplink),
-        ]);
+        self.out.publish(ctx);
         self.metrics = Some(Metrics::new(ctx));
         Ok(())
     }
@@ -346,10 +337,7 @@ impl Loop for GpsSource {
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         let step = self.step(ctx);
-        if let Some([l, u]) = &self.gauges {
-            l.update(&self.to_logger);
-            u.update(&self.to_uplink);
-        }
+        self.out.update();
         step
     }
 

@@ -15,7 +15,44 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::concurrency::Context;
+use crate::concurrency::{Context, Producer, QueueGauge};
+
+/// A source's two queues (to the logger and to the uplink) and their gauges: the set-up every
+/// source shares. The queues may be in-process or shared-memory rings to another process
+/// (see `concurrency::ring`); the source does not know which.
+pub struct SourceOutputs<T> {
+    pub logger: Producer<T>,
+    pub uplink: Producer<T>,
+    gauges: Option<[QueueGauge; 2]>,
+}
+
+impl<T> SourceOutputs<T> {
+    pub fn new(logger: Producer<T>, uplink: Producer<T>) -> Self {
+        SourceOutputs {
+            logger,
+            uplink,
+            gauges: None,
+        }
+    }
+
+    /// Publishes each queue's fill, capacity and drops as metrics (`queue.logger.*`,
+    /// `queue.uplink.*`); call from `before`.
+    pub fn publish(&mut self, ctx: &Context) {
+        self.gauges = Some([
+            QueueGauge::new(ctx, "logger", &self.logger),
+            QueueGauge::new(ctx, "uplink", &self.uplink),
+        ]);
+    }
+
+    /// Refreshes the gauges: once per batch, not per record.
+    #[inline]
+    pub fn update(&self) {
+        if let Some([l, u]) = &self.gauges {
+            l.update(&self.logger);
+            u.update(&self.uplink);
+        }
+    }
+}
 
 /// How often a vanished device is tried again.
 pub const REOPEN_EVERY: Duration = Duration::from_secs(2);

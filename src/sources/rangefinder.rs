@@ -11,13 +11,14 @@
 //! garbled register) is dropped at intake and counted as `implausible` (issue #17), never
 //! logged or sent as a measurement.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Reopen;
+use super::SourceOutputs;
 use crate::clock::Stamp;
-use crate::concurrency::{BoxError, Context, Loop, Producer, QueueGauge, Step};
+use crate::concurrency::Counter;
+use crate::concurrency::{BoxError, Context, Loop, Step};
 use crate::drivers::{FaultKind, RangeError, Rangefinder};
 use crate::records::RangeRecord;
 
@@ -35,16 +36,16 @@ pub struct RangeConfig {
 }
 
 struct Metrics {
-    readings: Arc<AtomicU64>,
-    nacks: Arc<AtomicU64>,
-    timeouts: Arc<AtomicU64>,
-    bus_errors: Arc<AtomicU64>,
-    retries: Arc<AtomicU64>,
-    failed_ticks: Arc<AtomicU64>,
-    reopens: Arc<AtomicU64>,
+    readings: Counter,
+    nacks: Counter,
+    timeouts: Counter,
+    bus_errors: Counter,
+    retries: Counter,
+    failed_ticks: Counter,
+    reopens: Counter,
     /// The last valid distance, for `harmony top`'s history (issue #13).
-    distance_cm: Arc<AtomicU64>,
-    implausible: Arc<AtomicU64>,
+    distance_cm: Counter,
+    implausible: Counter,
 }
 
 /// The rangefinder source loop (run it with `LoopConfig::every(1 / rate)`).
@@ -54,29 +55,20 @@ pub struct RangeSource {
     dev: Option<Box<dyn Rangefinder>>,
     reopen: Reopen,
     failing: u32,
-    to_logger: Producer<RangeRecord>,
-    to_uplink: Producer<RangeRecord>,
+    out: SourceOutputs<RangeRecord>,
     metrics: Option<Metrics>,
-    gauges: Option<[QueueGauge; 2]>,
 }
 
 impl RangeSource {
-    pub fn new(
-        cfg: RangeConfig,
-        open: Opener,
-        to_logger: Producer<RangeRecord>,
-        to_uplink: Producer<RangeRecord>,
-    ) -> Self {
+    pub fn new(cfg: RangeConfig, open: Opener, out: SourceOutputs<RangeRecord>) -> Self {
         RangeSource {
             cfg,
             open,
             dev: None,
             reopen: Reopen::default(),
             failing: 0,
-            to_logger,
-            to_uplink,
+            out,
             metrics: None,
-            gauges: None,
         }
     }
 
@@ -124,10 +116,7 @@ impl Loop for RangeSource {
     }
 
     fn before(&mut self, ctx: &Context) -> Result<(), BoxError> {
-        self.gauges = Some([
-            QueueGauge::new(ctx, "logger", &self.to_logger),
-            QueueGauge::new(ctx, "uplink", &self.to_uplink),
-        ]);
+        self.out.publish(ctx);
         self.metrics = Some(Metrics {
             readings: ctx.metric("readings"),
             nacks: ctx.metric("nacks"),
@@ -144,10 +133,7 @@ impl Loop for RangeSource {
 
     fn work(&mut self, ctx: &Context) -> Result<Step, BoxError> {
         // Queue fill as of the previous iteration: once per iteration, not per record.
-        if let Some([l, u]) = &self.gauges {
-            l.update(&self.to_logger);
-            u.update(&self.to_uplink);
-        }
+        self.out.update();
         let now = Instant::now();
         if self.dev.is_none() {
             if !self.reopen.due(now) {
@@ -181,8 +167,8 @@ impl Loop for RangeSource {
                             strength: r.strength,
                             status: r.status,
                         };
-                        self.to_logger.push(rec);
-                        self.to_uplink.push(rec);
+                        self.out.logger.push(rec);
+                        self.out.uplink.push(rec);
                         if let Some(m) = &self.metrics {
                             m.readings.fetch_add(1, Ordering::Relaxed);
                             if r.status == crate::records::RangeStatus::Ok {

@@ -608,6 +608,7 @@ pub(crate) mod tests {
             signals: Vec::new(),
             mail_dropped: 0,
             metrics: metrics.iter().map(|(k, v)| ((*k).into(), *v)).collect(),
+            pid: 1,
         }
     }
 

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::protocol::Stream;
 use super::signing;
@@ -31,7 +31,7 @@ pub const DEFAULT_STATE_FILE: &str = "uplink-signing.state";
 pub const MAX_STREAM_HZ: f64 = 50.0;
 
 /// The telemetry radio.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSection {
     /// The radio's serial device, e.g. `/dev/ttyUSB0`; not with `[uplink.sim]`.
@@ -79,7 +79,7 @@ pub struct UplinkSection {
 }
 
 /// `[uplink.rates]`: messages per second; absent = the stream's default, 0 = off.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateSection {
     pub gps: Option<f64>,
@@ -91,7 +91,7 @@ pub struct RateSection {
 }
 
 /// `[uplink.sim]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSimSection {
     /// A symlink made to the ground side of the pseudo-terminal, for `harmony ground --port`.
